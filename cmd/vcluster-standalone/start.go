@@ -1,0 +1,60 @@
+package main
+
+import (
+	"flag"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/spf13/cobra"
+	"k8s.io/klog/v2"
+
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/controlplane"
+)
+
+func newStartCommand() *cobra.Command {
+	var verbosity int
+	cmd := &cobra.Command{
+		Use:   "start",
+		Short: "Run the control plane (etcd, kube-apiserver, controller-manager, scheduler) in the foreground",
+		Long: `Run the control plane in the foreground until SIGTERM or SIGINT.
+
+On first start it generates the cluster's CAs, certificates, service-account
+keys and secrets-encryption key in the data dir; later starts reuse them and
+renew leaf certificates that expire within 90 days. Under systemd it reports
+READY=1 once /readyz answers ok.`,
+		Example: `  # with /etc/vcluster-standalone/config.yaml and defaults
+  vcluster-standalone start
+
+  # a throw-away control plane
+  vcluster-standalone start --data-dir $(mktemp -d) --admin-kubeconfig /tmp/admin.kubeconfig`,
+		Args: cobra.NoArgs,
+	}
+	configPath := configPathFlag(cmd)
+	flags := config.AddFlags(cmd.Flags())
+	cmd.Flags().IntVarP(&verbosity, "v", "v", 0, "log verbosity of the Kubernetes components")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		c, err := resolveConfig(cmd, *configPath, flags)
+		if err != nil {
+			return err
+		}
+		setLogVerbosity(verbosity)
+		ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+		defer stop()
+		return controlplane.Run(ctx, controlplane.Options{
+			Config:   c,
+			Progress: os.Stderr,
+			Notify:   func(state string) { daemon.SdNotify(false, state) },
+		})
+	}
+	return cmd
+}
+
+func setLogVerbosity(v int) {
+	fs := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(fs)
+	fs.Set("v", strconv.Itoa(v))
+}

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	etcdversion "go.etcd.io/etcd/api/v3/version"
+
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/controlplane"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/version"
+)
+
+func newStatusCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the health of each control-plane component and certificate expiry",
+		Example: `  vcluster-standalone status
+  vcluster-standalone status --data-dir /srv/cluster --api-port 7443`,
+		Args: cobra.NoArgs,
+	}
+	configPath := configPathFlag(cmd)
+	flags := config.AddFlags(cmd.Flags())
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		c, err := resolveConfig(cmd, *configPath, flags)
+		if err != nil {
+			return err
+		}
+		out := cmd.OutOrStdout()
+		unhealthy := 0
+		w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "COMPONENT\tHEALTH")
+		for _, h := range controlplane.Health(cmd.Context(), c) {
+			state := "ok"
+			if h.Err != nil {
+				state = "unhealthy: " + h.Err.Error()
+				unhealthy++
+			}
+			fmt.Fprintf(w, "%s\t%s\n", h.Name, state)
+		}
+		w.Flush()
+		fmt.Fprintln(out)
+		problems := printCerts(out, pki.Check(controlplane.Paths{DataDir: c.DataDir}.PKI()), time.Now())
+		if unhealthy > 0 || problems > 0 {
+			return fmt.Errorf("%d component(s) unhealthy, %d certificate problem(s)", unhealthy, problems)
+		}
+		return nil
+	}
+	return cmd
+}
+
+func newCertsCommand() *cobra.Command {
+	certs := &cobra.Command{
+		Use:     "certs",
+		Short:   "Inspect the cluster's certificates",
+		Example: `  vcluster-standalone certs check`,
+	}
+	check := &cobra.Command{
+		Use:   "check",
+		Short: "List every certificate with its expiry; non-zero exit if any is missing, expired or due for renewal",
+		Example: `  vcluster-standalone certs check
+  vcluster-standalone certs check --data-dir /var/lib/vcluster-standalone`,
+		Args: cobra.NoArgs,
+	}
+	configPath := configPathFlag(check)
+	dataDir := check.Flags().String("data-dir", "", "data dir of the control plane (default from the config file)")
+	check.RunE = func(cmd *cobra.Command, _ []string) error {
+		dir := *dataDir
+		if dir == "" {
+			c, err := config.Load(*configPath, !cmd.Flags().Changed("config"))
+			if err != nil {
+				return err
+			}
+			config.SetDefaults(c, nil)
+			dir = c.DataDir
+		}
+		if problems := printCerts(cmd.OutOrStdout(), pki.Check(controlplane.Paths{DataDir: dir}.PKI()), time.Now()); problems > 0 {
+			return fmt.Errorf("%d certificate problem(s); restart the control plane to renew leaf certificates", problems)
+		}
+		return nil
+	}
+	certs.AddCommand(check)
+	return certs
+}
+
+// printCerts writes a certificate table and returns how many need attention.
+func printCerts(out io.Writer, certs []pki.CertStatus, now time.Time) int {
+	problems := 0
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "CERTIFICATE\tEXPIRES\tRESIDUAL\tSTATUS")
+	for _, c := range certs {
+		if c.Err != nil {
+			problems++
+			fmt.Fprintf(w, "%s\t-\t-\t%s\n", c.Name, c.Err)
+			continue
+		}
+		left := c.NotAfter.Sub(now)
+		status := "ok"
+		switch {
+		case left <= 0:
+			status = "expired"
+			problems++
+		case !c.IsCA && left <= pki.RenewalThreshold:
+			status = "renewed at next start"
+			problems++
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", c.Name, c.NotAfter.UTC().Format(time.DateOnly), residual(left), status)
+	}
+	w.Flush()
+	return problems
+}
+
+func residual(d time.Duration) string {
+	if d <= 0 {
+		return "0d"
+	}
+	days := int(d.Hours() / 24)
+	if days >= 365 {
+		return fmt.Sprintf("%dy%dd", days/365, days%365)
+	}
+	return fmt.Sprintf("%dd", days)
+}
+
+func newVersionCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:     "version",
+		Short:   "Print the version of the distribution and of every embedded component",
+		Example: `  vcluster-standalone version`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			k8s := version.Kubernetes()
+			if k8s == "v0.0.0-master" {
+				return errors.New("this binary was built without version ldflags; build it with `make build`")
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintf(w, "vcluster-standalone\t%s\n", version.Version)
+			for _, name := range []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"} {
+				fmt.Fprintf(w, "%s\t%s\n", name, k8s)
+			}
+			fmt.Fprintf(w, "etcd\tv%s\n", etcdversion.Version)
+			return w.Flush()
+		},
+	}
+}

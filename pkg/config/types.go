@@ -1,0 +1,83 @@
+// Package config holds the versioned control-plane configuration: its types,
+// the single source of its defaults, loading from YAML and validation.
+package config
+
+// APIVersion and Kind identify a control-plane config file.
+const (
+	APIVersion       = "vcluster-standalone.io/v1alpha1"
+	ControlPlaneKind = "ControlPlaneConfig"
+)
+
+// ControlPlane is the configuration of `vcluster-standalone start`. Every field
+// has a command-line flag of the same meaning (see cmd/vcluster-standalone).
+type ControlPlane struct {
+	APIVersion string `json:"apiVersion,omitempty"`
+	Kind       string `json:"kind,omitempty"`
+
+	// AdvertiseAddress is the address other machines reach the API server on.
+	// Default: the first address of the interface that holds the default route.
+	AdvertiseAddress string `json:"advertiseAddress,omitempty"`
+	// BindAddress is where the API server listens.
+	BindAddress string `json:"bindAddress,omitempty"`
+	// APIPort is the API server's secure port.
+	APIPort int `json:"apiPort,omitempty"`
+	// DataDir holds PKI, etcd data, generated component configs and logs.
+	DataDir string `json:"dataDir,omitempty"`
+	// AdminKubeconfig is where start writes an admin kubeconfig (0600) for
+	// `vcluster-standalone kubectl` and users.
+	AdminKubeconfig string `json:"adminKubeconfig,omitempty"`
+
+	Network NetworkConfig `json:"network,omitempty"`
+	Ports   PortsConfig   `json:"ports,omitempty"`
+
+	// ExtraSANs are added to the API server's serving certificate.
+	ExtraSANs []string `json:"extraSANs,omitempty"`
+	// ExtraArgs override or add flags of each component (without the leading --).
+	ExtraArgs ExtraArgs `json:"extraArgs,omitempty"`
+	// FeatureGates are set once for every embedded component.
+	FeatureGates map[string]bool `json:"featureGates,omitempty"`
+
+	Policies          PoliciesConfig          `json:"policies,omitempty"`
+	SecretsEncryption SecretsEncryptionConfig `json:"secretsEncryption,omitempty"`
+}
+
+// NetworkConfig holds the cluster's address ranges and DNS settings.
+type NetworkConfig struct {
+	PodCIDR       string `json:"podCIDR,omitempty"`
+	ServiceCIDR   string `json:"serviceCIDR,omitempty"`
+	ClusterDNS    string `json:"clusterDNS,omitempty"`
+	ClusterDomain string `json:"clusterDomain,omitempty"`
+}
+
+// PortsConfig holds the ports of the components that listen on loopback only.
+type PortsConfig struct {
+	EtcdClient        int `json:"etcdClient,omitempty"`
+	EtcdPeer          int `json:"etcdPeer,omitempty"`
+	ControllerManager int `json:"controllerManager,omitempty"`
+	Scheduler         int `json:"scheduler,omitempty"`
+}
+
+// ExtraArgs maps flag names to values for each embedded component.
+type ExtraArgs struct {
+	APIServer         map[string]string `json:"apiServer,omitempty"`
+	ControllerManager map[string]string `json:"controllerManager,omitempty"`
+	Scheduler         map[string]string `json:"scheduler,omitempty"`
+}
+
+// PoliciesConfig holds cluster-wide security policies.
+type PoliciesConfig struct {
+	// PodSecurityStandard is enforced by default in every namespace that does
+	// not set its own pod-security.kubernetes.io labels.
+	PodSecurityStandard string `json:"podSecurityStandard,omitempty"`
+}
+
+// SecretsEncryptionConfig controls encryption of Secrets at rest in etcd.
+type SecretsEncryptionConfig struct {
+	// Enabled defaults to true; the key is generated on first start.
+	Enabled *bool `json:"enabled,omitempty"`
+}
+
+// EncryptionEnabled reports whether Secrets are encrypted at rest.
+func (c *ControlPlane) EncryptionEnabled() bool {
+	return c.SecretsEncryption.Enabled == nil || *c.SecretsEncryption.Enabled
+}

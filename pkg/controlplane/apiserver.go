@@ -1,0 +1,97 @@
+package controlplane
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strconv"
+
+	"github.com/spf13/pflag"
+	utilerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/kubernetes/cmd/kube-apiserver/app"
+	"k8s.io/kubernetes/cmd/kube-apiserver/app/options"
+
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
+)
+
+// apiServerArgs are our defaults for kube-apiserver, before extra args.
+func apiServerArgs(c *config.ControlPlane, p Paths, encryption bool) map[string]string {
+	args := map[string]string{
+		"advertise-address":                  c.AdvertiseAddress,
+		"bind-address":                       c.BindAddress,
+		"secure-port":                        strconv.Itoa(c.APIPort),
+		"etcd-servers":                       fmt.Sprintf("https://127.0.0.1:%d", c.Ports.EtcdClient),
+		"etcd-cafile":                        p.Cert("etcd/ca"),
+		"etcd-certfile":                      p.Cert("apiserver-etcd-client"),
+		"etcd-keyfile":                       p.Key("apiserver-etcd-client"),
+		"client-ca-file":                     p.Cert("ca"),
+		"tls-cert-file":                      p.Cert("apiserver"),
+		"tls-private-key-file":               p.Key("apiserver"),
+		"tls-min-version":                    "VersionTLS12",
+		"kubelet-client-certificate":         p.Cert("apiserver-kubelet-client"),
+		"kubelet-client-key":                 p.Key("apiserver-kubelet-client"),
+		"kubelet-preferred-address-types":    "InternalIP,ExternalIP,Hostname",
+		"authorization-mode":                 "Node,RBAC",
+		"enable-admission-plugins":           "NodeRestriction,PodSecurity",
+		"admission-control-config-file":      p.Generated("admission.yaml"),
+		"authentication-config":              p.Generated("authentication.yaml"),
+		"enable-bootstrap-token-auth":        "true",
+		"service-cluster-ip-range":           c.Network.ServiceCIDR,
+		"service-account-issuer":             "https://kubernetes.default.svc." + c.Network.ClusterDomain,
+		"service-account-key-file":           p.PKI() + "/sa.pub",
+		"service-account-signing-key-file":   p.PKI() + "/sa.key",
+		"requestheader-client-ca-file":       p.Cert("front-proxy-ca"),
+		"requestheader-allowed-names":        "front-proxy-client",
+		"requestheader-username-headers":     "X-Remote-User",
+		"requestheader-group-headers":        "X-Remote-Group",
+		"requestheader-extra-headers-prefix": "X-Remote-Extra-",
+		"proxy-client-cert-file":             p.Cert("front-proxy-client"),
+		"proxy-client-key-file":              p.Key("front-proxy-client"),
+		"allow-privileged":                   "true",
+		"profiling":                          "false",
+		"audit-policy-file":                  p.Generated("audit-policy.yaml"),
+		"audit-log-path":                     p.AuditLog(),
+		"audit-log-maxage":                   "30",
+		"audit-log-maxbackup":                "10",
+		"audit-log-maxsize":                  "100",
+	}
+	if encryption {
+		args["encryption-provider-config"] = p.Generated("encryption-config.yaml")
+	}
+	return args
+}
+
+// apiServer runs kube-apiserver from its upstream options, in-process.
+type apiServer struct{ upstreamServer }
+
+func (a *apiServer) Name() string { return "kube-apiserver" }
+
+func (a *apiServer) Start(ctx context.Context) error {
+	opts := options.NewServerRunOptions()
+	if err := parseFlags("kube-apiserver", opts.Flags().FlagSets, a.args); err != nil {
+		return err
+	}
+	completed, err := opts.Complete(ctx)
+	if err != nil {
+		return err
+	}
+	if errs := completed.Validate(); len(errs) > 0 {
+		return utilerrors.NewAggregate(errs)
+	}
+	a.run(func(ctx context.Context) error { return app.Run(ctx, completed) })
+	return nil
+}
+
+// parseFlags parses args into a fresh flag set made of the component's own
+// named flag sets, so upstream flag names, defaults and validation apply.
+func parseFlags(name string, sets map[string]*pflag.FlagSet, args []string) error {
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	for _, set := range sets {
+		fs.AddFlagSet(set)
+	}
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("invalid %s argument: %w", name, err)
+	}
+	return nil
+}

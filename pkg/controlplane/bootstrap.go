@@ -1,0 +1,84 @@
+package controlplane
+
+import (
+	"context"
+	"fmt"
+
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
+)
+
+// bootstrapObjects creates, idempotently, the cluster objects the control
+// plane itself depends on. It runs once the API server is ready.
+type bootstrapObjects struct {
+	kubeconfig string // super-admin: the only identity that can grant rights at first start
+}
+
+func (b *bootstrapObjects) Name() string               { return "bootstrap objects" }
+func (b *bootstrapObjects) Init(context.Context) error { return nil }
+func (b *bootstrapObjects) Stop() error                { return nil }
+
+func (b *bootstrapObjects) Start(ctx context.Context) error {
+	cfg, err := clientcmd.BuildConfigFromFlags("", b.kubeconfig)
+	if err != nil {
+		return err
+	}
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	// admin.conf users are cluster-admins through a binding that can be
+	// removed, unlike membership of system:masters (kubeadm does the same).
+	bindings := []*rbacv1.ClusterRoleBinding{
+		clusterRoleBinding("vcluster-standalone:cluster-admins", "cluster-admin", rbacv1.GroupKind, pki.ClusterAdminGroup),
+		// The apiserver reaches kubelets (logs, exec) with least privilege.
+		clusterRoleBinding("vcluster-standalone:apiserver-kubelet-client", "system:kubelet-api-admin", rbacv1.UserKind, pki.KubeletClientUser),
+	}
+	for _, crb := range bindings {
+		if err := createOrUpdateClusterRoleBinding(ctx, client, crb); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func clusterRoleBinding(name, role, kind, subject string) *rbacv1.ClusterRoleBinding {
+	return &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app.kubernetes.io/managed-by": "vcluster-standalone"}},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: kind, Name: subject}},
+	}
+}
+
+// createOrUpdateClusterRoleBinding creates crb or brings an existing one back
+// to the wanted subjects; a changed roleRef is immutable, so it is recreated.
+func createOrUpdateClusterRoleBinding(ctx context.Context, client kubernetes.Interface, crb *rbacv1.ClusterRoleBinding) error {
+	api := client.RbacV1().ClusterRoleBindings()
+	_, err := api.Create(ctx, crb, metav1.CreateOptions{})
+	if !apierrors.IsAlreadyExists(err) {
+		if err != nil {
+			return fmt.Errorf("failed to create ClusterRoleBinding %s: %w", crb.Name, err)
+		}
+		return nil
+	}
+	existing, err := api.Get(ctx, crb.Name, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("failed to read ClusterRoleBinding %s: %w", crb.Name, err)
+	}
+	if existing.RoleRef != crb.RoleRef {
+		if err := api.Delete(ctx, crb.Name, metav1.DeleteOptions{}); err != nil {
+			return fmt.Errorf("failed to replace ClusterRoleBinding %s: %w", crb.Name, err)
+		}
+		return createOrUpdateClusterRoleBinding(ctx, client, crb)
+	}
+	existing.Subjects = crb.Subjects
+	if _, err := api.Update(ctx, existing, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("failed to update ClusterRoleBinding %s: %w", crb.Name, err)
+	}
+	return nil
+}

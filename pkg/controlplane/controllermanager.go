@@ -1,0 +1,63 @@
+package controlplane
+
+import (
+	"context"
+	"strconv"
+
+	"k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	"k8s.io/kubernetes/cmd/kube-controller-manager/app/options"
+
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
+)
+
+// controllerManagerArgs are our defaults for kube-controller-manager.
+func controllerManagerArgs(c *config.ControlPlane, p Paths) map[string]string {
+	kubeconfig := p.Kubeconfig("controller-manager")
+	return map[string]string{
+		"kubeconfig":                       kubeconfig,
+		"authentication-kubeconfig":        kubeconfig,
+		"authorization-kubeconfig":         kubeconfig,
+		"bind-address":                     "127.0.0.1",
+		"secure-port":                      strconv.Itoa(c.Ports.ControllerManager),
+		"client-ca-file":                   p.Cert("ca"),
+		"requestheader-client-ca-file":     p.Cert("front-proxy-ca"),
+		"cluster-signing-cert-file":        p.Cert("ca"),
+		"cluster-signing-key-file":         p.Key("ca"),
+		"root-ca-file":                     p.Cert("ca"),
+		"service-account-private-key-file": p.PKI() + "/sa.key",
+		"use-service-account-credentials":  "true",
+		"controllers":                      "*,bootstrapsigner,tokencleaner",
+		"allocate-node-cidrs":              "true",
+		"cluster-cidr":                     c.Network.PodCIDR,
+		"service-cluster-ip-range":         c.Network.ServiceCIDR,
+		"node-cidr-mask-size":              "24",
+		// One control plane: nothing to elect, and no lease round-trips at start.
+		"leader-elect": "false",
+		"profiling":    "false",
+	}
+}
+
+// controllerManager runs kube-controller-manager in-process.
+type controllerManager struct{ upstreamServer }
+
+func (m *controllerManager) Name() string { return "kube-controller-manager" }
+
+func (m *controllerManager) Start(ctx context.Context) error {
+	opts, err := options.NewKubeControllerManagerOptions()
+	if err != nil {
+		return err
+	}
+	all, disabled, aliases := app.KnownControllers(), app.ControllersDisabledByDefault(), app.ControllerAliases()
+	sets := opts.Flags(all, disabled, aliases)
+	opts.ParsedFlags = &sets
+	if err := parseFlags(m.Name(), sets.FlagSets, m.args); err != nil {
+		return err
+	}
+	cfg, err := opts.Config(ctx, all, disabled, aliases)
+	if err != nil {
+		return err
+	}
+	completed := cfg.Complete()
+	m.run(func(ctx context.Context) error { return app.Run(ctx, completed) })
+	return nil
+}

@@ -1,0 +1,114 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"time"
+
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	"go.etcd.io/etcd/server/v3/embed"
+)
+
+// etcdMemberName is fixed so a host rename never orphans the data dir.
+const etcdMemberName = "vcluster-standalone"
+
+// etcd runs the embedded etcd server with mutual TLS on loopback.
+type etcd struct {
+	paths      Paths
+	clientPort int
+	peerPort   int
+
+	cfg     *embed.Config
+	server  *embed.Etcd
+	failed  chan error
+	stopped chan struct{}
+}
+
+func newEtcd(paths Paths, clientPort, peerPort int) *etcd {
+	return &etcd{paths: paths, clientPort: clientPort, peerPort: peerPort}
+}
+
+func (e *etcd) Name() string { return "etcd" }
+
+func (e *etcd) Init(context.Context) error {
+	clientURL := url.URL{Scheme: "https", Host: fmt.Sprintf("127.0.0.1:%d", e.clientPort)}
+	peerURL := url.URL{Scheme: "https", Host: fmt.Sprintf("127.0.0.1:%d", e.peerPort)}
+	cfg := embed.NewConfig()
+	cfg.Name = etcdMemberName
+	cfg.Dir = e.paths.Etcd()
+	cfg.ListenClientUrls = []url.URL{clientURL}
+	cfg.AdvertiseClientUrls = []url.URL{clientURL}
+	cfg.ListenPeerUrls = []url.URL{peerURL}
+	cfg.AdvertisePeerUrls = []url.URL{peerURL}
+	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	cfg.ClientTLSInfo = transport.TLSInfo{
+		CertFile: e.paths.Cert("etcd/server"), KeyFile: e.paths.Key("etcd/server"),
+		TrustedCAFile: e.paths.Cert("etcd/ca"), ClientCertAuth: true,
+	}
+	cfg.PeerTLSInfo = transport.TLSInfo{
+		CertFile: e.paths.Cert("etcd/peer"), KeyFile: e.paths.Key("etcd/peer"),
+		TrustedCAFile: e.paths.Cert("etcd/ca"), ClientCertAuth: true,
+	}
+	cfg.LogLevel = "warn"
+	cfg.LogOutputs = []string{"stderr"}
+	// Only the apiserver talks to etcd, over gRPC: the JSON gateway is dead weight.
+	cfg.EnableGRPCGateway = false
+	e.cfg = cfg
+	return nil
+}
+
+func (e *etcd) Start(context.Context) error {
+	server, err := embed.StartEtcd(e.cfg)
+	if err != nil {
+		return err
+	}
+	e.server = server
+	e.failed = make(chan error, 1)
+	e.stopped = make(chan struct{})
+	go func() {
+		defer close(e.failed)
+		select {
+		case err := <-server.Err():
+			e.failed <- err
+		case <-server.Server.StopNotify():
+			select {
+			case <-e.stopped:
+			default:
+				e.failed <- errors.New("etcd server stopped")
+			}
+		case <-e.stopped:
+		}
+	}()
+	return nil
+}
+
+func (e *etcd) Ready(ctx context.Context) error {
+	select {
+	case <-e.server.Server.ReadyNotify():
+		return nil
+	case <-e.server.Server.StopNotify():
+		return errors.New("etcd stopped before it was ready")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (e *etcd) Failed() <-chan error { return e.failed }
+
+func (e *etcd) Stop() error {
+	if e.server == nil {
+		return nil
+	}
+	close(e.stopped)
+	done := make(chan struct{})
+	go func() { e.server.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		return errors.New("etcd did not stop within 10s")
+	}
+	e.server = nil
+	return nil
+}

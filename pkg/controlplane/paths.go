@@ -1,0 +1,17 @@
+package controlplane
+
+import "path/filepath"
+
+// Paths is the layout of the control plane's data directory.
+type Paths struct{ DataDir string }
+
+func (p Paths) PKI() string               { return filepath.Join(p.DataDir, "pki") }
+func (p Paths) Etcd() string              { return filepath.Join(p.DataDir, "etcd") }
+func (p Paths) Generated(n string) string { return filepath.Join(p.DataDir, "etc", n) }
+func (p Paths) Kubeconfig(n string) string {
+	return filepath.Join(p.DataDir, "kubeconfig", n+".conf")
+}
+func (p Paths) Cert(name string) string { return filepath.Join(p.PKI(), name+".crt") }
+func (p Paths) Key(name string) string  { return filepath.Join(p.PKI(), name+".key") }
+func (p Paths) EncryptionKey() string   { return filepath.Join(p.DataDir, "secrets", "encryption-key") }
+func (p Paths) AuditLog() string        { return filepath.Join(p.DataDir, "logs", "audit.log") }

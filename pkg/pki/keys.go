@@ -1,0 +1,194 @@
+// Package pki creates and checks the control plane's certificate authorities,
+// leaf certificates, service-account keys and kubeconfigs.
+package pki
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"math"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	certutil "k8s.io/client-go/util/cert"
+	"k8s.io/client-go/util/keyutil"
+	"k8s.io/kubernetes/cmd/kubeadm/app/util/pubkeypin"
+)
+
+// Lifetimes and the renewal threshold of generated certificates.
+const (
+	CALifetime       = 10 * 365 * 24 * time.Hour
+	LeafLifetime     = 365 * 24 * time.Hour
+	RenewalThreshold = 90 * 24 * time.Hour
+)
+
+// CAPin returns the CA pin in kubeadm's format: sha256:<hex of the SPKI>.
+func CAPin(ca *x509.Certificate) string {
+	return pubkeypin.Hash(ca)
+}
+
+// newKey returns an ECDSA P-256 key: fast to generate on the cold-start path.
+func newKey() (crypto.Signer, error) {
+	return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+}
+
+func newSerial() (*big.Int, error) {
+	return rand.Int(rand.Reader, new(big.Int).SetInt64(math.MaxInt64))
+}
+
+// signLeaf issues a certificate for key, signed by the CA.
+func signLeaf(spec CertSpec, key crypto.Signer, ca *KeyPair, now time.Time) (*x509.Certificate, error) {
+	serial, err := newSerial()
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: spec.CommonName, Organization: spec.Organizations},
+		DNSNames:              spec.DNSNames,
+		IPAddresses:           spec.IPs,
+		NotBefore:             now.Add(-5 * time.Minute).UTC(),
+		NotAfter:              now.Add(LeafLifetime).UTC(),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage:           spec.Usages,
+		BasicConstraintsValid: true,
+		AuthorityKeyId:        ca.Cert.SubjectKeyId,
+	}
+	if ca.Cert.NotAfter.Before(tmpl.NotAfter) {
+		tmpl.NotAfter = ca.Cert.NotAfter
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
+	if err != nil {
+		return nil, err
+	}
+	return x509.ParseCertificate(der)
+}
+
+// KeyPair is a certificate with its private key.
+type KeyPair struct {
+	Cert *x509.Certificate
+	Key  crypto.Signer
+}
+
+func newCA(commonName string) (*KeyPair, error) {
+	key, err := newKey()
+	if err != nil {
+		return nil, err
+	}
+	// client-go's helper issues a CA valid for 10 years (CALifetime).
+	cert, err := certutil.NewSelfSignedCACert(certutil.Config{CommonName: commonName}, key)
+	if err != nil {
+		return nil, err
+	}
+	return &KeyPair{Cert: cert, Key: key}, nil
+}
+
+// loadKeyPair reads base.crt and base.key; ok is false when either is missing.
+func loadKeyPair(base string) (*KeyPair, bool, error) {
+	certs, err := certutil.CertsFromFile(base + ".crt")
+	if os.IsNotExist(err) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("failed to read certificate %s.crt: %w", base, err)
+	}
+	key, err := keyutil.PrivateKeyFromFile(base + ".key")
+	if os.IsNotExist(err) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("failed to read key %s.key: %w", base, err)
+	}
+	signer, ok := key.(crypto.Signer)
+	if !ok {
+		return nil, false, fmt.Errorf("key %s.key is not a signing key", base)
+	}
+	return &KeyPair{Cert: certs[0], Key: signer}, true, nil
+}
+
+func writeKeyPair(base string, kp *KeyPair) error {
+	keyPEM, err := keyutil.MarshalPrivateKeyToPEM(kp.Key)
+	if err != nil {
+		return err
+	}
+	// Key first: a cert without its key is treated as missing on next start.
+	if err := WriteFileAtomic(base+".key", keyPEM, 0o600); err != nil {
+		return err
+	}
+	return WriteFileAtomic(base+".crt", EncodeCert(kp.Cert), 0o644)
+}
+
+// EncodeCert returns the PEM encoding of a certificate.
+func EncodeCert(cert *x509.Certificate) []byte {
+	pem, _ := certutil.EncodeCertificates(cert)
+	return pem
+}
+
+// WriteFileAtomic writes data to a temporary file in the same directory and
+// renames it into place, so a crash never leaves a half-written file.
+func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// sameIPs reports whether two IP lists hold the same addresses in any order.
+func sameIPs(a, b []net.IP) bool {
+	return sameStrings(ipStrings(a), ipStrings(b))
+}
+
+func ipStrings(ips []net.IP) []string {
+	out := make([]string, len(ips))
+	for i, ip := range ips {
+		out[i] = ip.String()
+	}
+	return out
+}
+
+// sameStrings reports whether two lists hold the same values in any order.
+func sameStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	count := map[string]int{}
+	for _, s := range a {
+		count[s]++
+	}
+	for _, s := range b {
+		count[s]--
+	}
+	for _, n := range count {
+		if n != 0 {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,39 @@
+package pki
+
+import (
+	"bytes"
+	"os"
+
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/client-go/util/keyutil"
+)
+
+// ClusterName is the cluster's name in generated kubeconfigs.
+const ClusterName = "vcluster-standalone"
+
+// Kubeconfig returns a kubeconfig for server that authenticates with the
+// client certificate of the leaf named user, trusting the cluster CA.
+func (b *Bundle) Kubeconfig(server, user string) ([]byte, error) {
+	client := b.Leaves[user]
+	keyPEM, err := keyutil.MarshalPrivateKeyToPEM(client.Key)
+	if err != nil {
+		return nil, err
+	}
+	context := user + "@" + ClusterName
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters[ClusterName] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: EncodeCert(b.CAs[ClusterCA].Cert)}
+	cfg.AuthInfos[user] = &clientcmdapi.AuthInfo{ClientCertificateData: EncodeCert(client.Cert), ClientKeyData: keyPEM}
+	cfg.Contexts[context] = &clientcmdapi.Context{Cluster: ClusterName, AuthInfo: user}
+	cfg.CurrentContext = context
+	return clientcmd.Write(*cfg)
+}
+
+// WriteIfChanged writes data atomically unless the file already holds it, so
+// restarts do not touch files whose content is unchanged.
+func WriteIfChanged(path string, data []byte, mode os.FileMode) error {
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
+		return os.Chmod(path, mode)
+	}
+	return WriteFileAtomic(path, data, mode)
+}

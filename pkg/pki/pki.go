@@ -1,0 +1,263 @@
+package pki
+
+import (
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"k8s.io/client-go/util/keyutil"
+)
+
+// Names of the certificate authorities.
+const (
+	ClusterCA    = "ca"
+	FrontProxyCA = "front-proxy-ca"
+	EtcdCA       = "etcd/ca"
+)
+
+// Identities the control plane's own clients authenticate as.
+const (
+	SuperAdminGroup   = "system:masters"
+	ClusterAdminGroup = "vcluster-standalone:cluster-admins"
+	AdminUser         = "kubernetes-admin"
+	KubeletClientUser = "kube-apiserver-kubelet-client"
+)
+
+var (
+	serverUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	clientUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	bothUsage   = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
+)
+
+// Params are the host facts the certificates depend on.
+type Params struct {
+	Dir           string // the pki directory, e.g. <data-dir>/pki
+	Hostname      string
+	AdvertiseIP   net.IP
+	ServiceIP     net.IP // first address of the service CIDR
+	ClusterDomain string
+	ExtraSANs     []string
+}
+
+// CertSpec describes one leaf certificate; the PKI is this table.
+type CertSpec struct {
+	Name          string // file base below the pki dir, e.g. "etcd/server"
+	CA            string
+	CommonName    string
+	Organizations []string
+	DNSNames      []string
+	IPs           []net.IP
+	Usages        []x509.ExtKeyUsage
+}
+
+// CAs lists every certificate authority.
+var CAs = []string{ClusterCA, FrontProxyCA, EtcdCA}
+
+// Leaves returns the table of leaf certificates for p.
+func Leaves(p Params) []CertSpec {
+	loopback := []net.IP{net.ParseIP("127.0.0.1"), net.IPv6loopback}
+	apiDNS := []string{p.Hostname, "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc." + p.ClusterDomain}
+	apiIPs := []net.IP{p.AdvertiseIP, net.ParseIP("127.0.0.1"), p.ServiceIP}
+	for _, san := range p.ExtraSANs {
+		if ip := net.ParseIP(san); ip != nil {
+			apiIPs = append(apiIPs, ip)
+		} else {
+			apiDNS = append(apiDNS, san)
+		}
+	}
+	return []CertSpec{
+		{Name: "apiserver", CA: ClusterCA, CommonName: "kube-apiserver", DNSNames: dedupe(apiDNS), IPs: dedupeIPs(apiIPs), Usages: serverUsage},
+		{Name: "apiserver-kubelet-client", CA: ClusterCA, CommonName: KubeletClientUser, Usages: clientUsage},
+		{Name: "apiserver-etcd-client", CA: EtcdCA, CommonName: "kube-apiserver-etcd-client", Usages: clientUsage},
+		{Name: "front-proxy-client", CA: FrontProxyCA, CommonName: "front-proxy-client", Usages: clientUsage},
+		{Name: "etcd/server", CA: EtcdCA, CommonName: p.Hostname, DNSNames: dedupe([]string{p.Hostname, "localhost"}), IPs: loopback, Usages: bothUsage},
+		{Name: "etcd/peer", CA: EtcdCA, CommonName: p.Hostname, DNSNames: dedupe([]string{p.Hostname, "localhost"}), IPs: loopback, Usages: bothUsage},
+		{Name: "super-admin", CA: ClusterCA, CommonName: "vcluster-standalone-super-admin", Organizations: []string{SuperAdminGroup}, Usages: clientUsage},
+		{Name: "admin", CA: ClusterCA, CommonName: AdminUser, Organizations: []string{ClusterAdminGroup}, Usages: clientUsage},
+		{Name: "controller-manager", CA: ClusterCA, CommonName: "system:kube-controller-manager", Usages: clientUsage},
+		{Name: "scheduler", CA: ClusterCA, CommonName: "system:kube-scheduler", Usages: clientUsage},
+	}
+}
+
+// Event says what Ensure did with one file: "generated", "renewed: <why>".
+type Event struct {
+	Name   string
+	Action string
+}
+
+// Bundle is the loaded PKI.
+type Bundle struct {
+	Dir    string
+	CAs    map[string]*KeyPair
+	Leaves map[string]*KeyPair
+}
+
+// Path returns the path of a PKI file, e.g. Path("apiserver", ".crt").
+func (b *Bundle) Path(name, ext string) string {
+	return filepath.Join(b.Dir, name+ext)
+}
+
+// Ensure loads the PKI in p.Dir, creating what is missing and renewing leaves
+// that expire within RenewalThreshold, no longer match the table, or were not
+// signed by the current CA. Existing valid files are left untouched.
+func Ensure(p Params, now time.Time) (*Bundle, []Event, error) {
+	b := &Bundle{Dir: p.Dir, CAs: map[string]*KeyPair{}, Leaves: map[string]*KeyPair{}}
+	var events []Event
+	for _, name := range CAs {
+		kp, ok, err := loadKeyPair(b.Path(name, ""))
+		if err != nil {
+			return nil, nil, err
+		}
+		if !ok {
+			if kp, err = newCA(strings.ReplaceAll(name, "/", "-")); err != nil {
+				return nil, nil, fmt.Errorf("failed to generate CA %s: %w", name, err)
+			}
+			if err := writeKeyPair(b.Path(name, ""), kp); err != nil {
+				return nil, nil, fmt.Errorf("failed to write CA %s: %w", name, err)
+			}
+			events = append(events, Event{Name: name, Action: "generated"})
+		}
+		b.CAs[name] = kp
+	}
+	for _, spec := range Leaves(p) {
+		ca := b.CAs[spec.CA]
+		kp, ok, err := loadKeyPair(b.Path(spec.Name, ""))
+		if err != nil {
+			return nil, nil, err
+		}
+		reason := "generated"
+		if ok {
+			reason = renewalReason(spec, kp.Cert, ca.Cert, now)
+			if reason == "" {
+				b.Leaves[spec.Name] = kp
+				continue
+			}
+			reason = "renewed: " + reason
+		}
+		key, err := newKey()
+		if err != nil {
+			return nil, nil, err
+		}
+		cert, err := signLeaf(spec, key, ca, now)
+		if err != nil {
+			return nil, nil, fmt.Errorf("failed to sign %s: %w", spec.Name, err)
+		}
+		kp = &KeyPair{Cert: cert, Key: key}
+		if err := writeKeyPair(b.Path(spec.Name, ""), kp); err != nil {
+			return nil, nil, fmt.Errorf("failed to write %s: %w", spec.Name, err)
+		}
+		b.Leaves[spec.Name] = kp
+		events = append(events, Event{Name: spec.Name, Action: reason})
+	}
+	if err := ensureServiceAccountKey(p.Dir); err != nil {
+		return nil, nil, err
+	}
+	return b, events, nil
+}
+
+// renewalReason returns why cert must be reissued, or "" if it is fine.
+func renewalReason(spec CertSpec, cert, ca *x509.Certificate, now time.Time) string {
+	switch {
+	case cert.CheckSignatureFrom(ca) != nil:
+		return "not signed by the current CA"
+	case cert.NotAfter.Sub(now) <= RenewalThreshold:
+		return fmt.Sprintf("expires %s", cert.NotAfter.Format(time.DateOnly))
+	case cert.Subject.CommonName != spec.CommonName || !sameStrings(cert.Subject.Organization, spec.Organizations):
+		return "subject changed"
+	case !sameStrings(cert.DNSNames, spec.DNSNames) || !sameIPs(cert.IPAddresses, spec.IPs):
+		return "SANs changed"
+	}
+	return ""
+}
+
+// ensureServiceAccountKey creates sa.key/sa.pub, the token signing key pair.
+func ensureServiceAccountKey(dir string) error {
+	keyPath, pubPath := filepath.Join(dir, "sa.key"), filepath.Join(dir, "sa.pub")
+	if _, err := os.Stat(keyPath); err == nil {
+		if _, err := os.Stat(pubPath); err == nil {
+			return nil
+		}
+	}
+	key, err := newKey()
+	if err != nil {
+		return err
+	}
+	der, err := x509.MarshalPKIXPublicKey(key.Public())
+	if err != nil {
+		return err
+	}
+	keyPEM, err := keyutil.MarshalPrivateKeyToPEM(key)
+	if err != nil {
+		return err
+	}
+	if err := WriteFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+		return fmt.Errorf("failed to write service-account key: %w", err)
+	}
+	return WriteFileAtomic(pubPath, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o644)
+}
+
+func dedupe(in []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, s := range in {
+		if s != "" && !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func dedupeIPs(in []net.IP) []net.IP {
+	seen := map[string]bool{}
+	var out []net.IP
+	for _, ip := range in {
+		if ip != nil && !seen[ip.String()] {
+			seen[ip.String()] = true
+			out = append(out, ip)
+		}
+	}
+	return out
+}
+
+// CertStatus is one certificate file and its expiry.
+type CertStatus struct {
+	Name     string
+	Subject  string
+	NotAfter time.Time
+	IsCA     bool
+	Err      error
+}
+
+// Check lists every certificate of the PKI in dir with its expiry, CAs first.
+func Check(dir string) []CertStatus {
+	var out []CertStatus
+	names := append([]string{}, CAs...)
+	var leaves []string
+	for _, spec := range Leaves(Params{}) {
+		leaves = append(leaves, spec.Name)
+	}
+	sort.Strings(leaves)
+	for _, name := range append(names, leaves...) {
+		st := CertStatus{Name: name, IsCA: slices.Contains(CAs, name)}
+		kp, ok, err := loadKeyPair(filepath.Join(dir, name))
+		switch {
+		case err != nil:
+			st.Err = err
+		case !ok:
+			st.Err = fmt.Errorf("missing")
+		default:
+			st.Subject = kp.Cert.Subject.CommonName
+			st.NotAfter = kp.Cert.NotAfter
+		}
+		out = append(out, st)
+	}
+	return out
+}
