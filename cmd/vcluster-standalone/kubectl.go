@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
@@ -27,13 +28,15 @@ overrides. The config file is found at $VCLUSTER_STANDALONE_CONFIG or
   vcluster-standalone kubectl get pods -A`,
 		DisableFlagParsing: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			kubeconfig, err := localAdminKubeconfig()
-			if err != nil {
-				return err
-			}
 			streams := genericiooptions.IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr}
 			flags := genericclioptions.NewConfigFlags(true).WithDiscoveryBurst(300).WithDiscoveryQPS(50).WithWarningPrinter(streams)
-			*flags.KubeConfig = kubeconfig
+			if !hasKubeconfigFlag(args) {
+				kubeconfig, err := localAdminKubeconfig()
+				if err != nil {
+					return err
+				}
+				*flags.KubeConfig = kubeconfig
+			}
 			kubectl := kubectlcmd.NewDefaultKubectlCommandWithArgs(kubectlcmd.KubectlOptions{
 				Arguments:   append([]string{"kubectl"}, args...),
 				ConfigFlags: flags,
@@ -46,6 +49,18 @@ overrides. The config file is found at $VCLUSTER_STANDALONE_CONFIG or
 			return nil
 		},
 	}
+}
+
+func hasKubeconfigFlag(args []string) bool {
+	for _, a := range args {
+		if a == "--" {
+			return false
+		}
+		if a == "--kubeconfig" || strings.HasPrefix(a, "--kubeconfig=") {
+			return true
+		}
+	}
+	return false
 }
 
 // localAdminKubeconfig returns the admin kubeconfig path from the config file.

@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 
+	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 )
 
@@ -24,9 +25,18 @@ func Load(path string, optional bool) (*ControlPlane, error) {
 
 // Parse decodes a control-plane config; name is only used in error messages.
 func Parse(name string, data []byte) (*ControlPlane, error) {
-	c := &ControlPlane{}
-	if err := yaml.UnmarshalStrict(data, c); err != nil {
+	jsonData, err := yaml.YAMLToJSONStrict(data)
+	if err != nil {
 		return nil, fmt.Errorf("config %s: %s", name, cleanYAMLError(err))
+	}
+	c := &ControlPlane{}
+	// Case-sensitive and strict: "podCidr" is an unknown field, not podCIDR.
+	strictErrs, err := kjson.UnmarshalStrict(jsonData, c)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %s", name, cleanYAMLError(err))
+	}
+	if len(strictErrs) > 0 {
+		return nil, fmt.Errorf("config %s: %s", name, cleanYAMLError(errors.Join(strictErrs...)))
 	}
 	return c, nil
 }
@@ -38,7 +48,7 @@ func cleanYAMLError(err error) string {
 	for _, prefix := range []string{"error unmarshaling JSON: ", "while decoding JSON: ", "json: "} {
 		msg = strings.TrimPrefix(msg, prefix)
 	}
-	return strings.ReplaceAll(msg, "\n", " ")
+	return strings.ReplaceAll(msg, "\n", "; ")
 }
 
 func unwrapPathError(err error) error {

@@ -52,6 +52,8 @@ func (e *etcd) Init(context.Context) error {
 		TrustedCAFile: e.paths.Cert("etcd/ca"), ClientCertAuth: true,
 	}
 	cfg.LogLevel = "warn"
+	// Left at zero, etcd logs every request as "expensive".
+	cfg.WarningUnaryRequestDuration = embed.DefaultWarningUnaryRequestDuration
 	cfg.LogOutputs = []string{"stderr"}
 	// Only the apiserver talks to etcd, over gRPC: the JSON gateway is dead weight.
 	cfg.EnableGRPCGateway = false

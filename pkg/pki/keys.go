@@ -7,8 +7,10 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"fmt"
 	"math"
 	"math/big"
@@ -19,7 +21,6 @@ import (
 
 	certutil "k8s.io/client-go/util/cert"
 	"k8s.io/client-go/util/keyutil"
-	"k8s.io/kubernetes/cmd/kubeadm/app/util/pubkeypin"
 )
 
 // Lifetimes and the renewal threshold of generated certificates.
@@ -29,9 +30,11 @@ const (
 	RenewalThreshold = 90 * 24 * time.Hour
 )
 
-// CAPin returns the CA pin in kubeadm's format: sha256:<hex of the SPKI>.
+// CAPin returns the CA pin in kubeadm's format: sha256:<hex of the SHA-256
+// of the CA's DER-encoded SubjectPublicKeyInfo>. Joining nodes compare it.
 func CAPin(ca *x509.Certificate) string {
-	return pubkeypin.Hash(ca)
+	sum := sha256.Sum256(ca.RawSubjectPublicKeyInfo)
+	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
 // newKey returns an ECDSA P-256 key: fast to generate on the cold-start path.
