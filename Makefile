@@ -38,3 +38,29 @@ bench: build
 
 clean:
 	rm -rf $(BIN)
+
+# ---- lab and end-to-end suite (owned by test/vm, test/e2e) -------------------
+# `make lab` boots 1 control plane + 2 nodes as systemd-nspawn machines and
+# installs the freshly built binaries with packaging/install.sh; `make lab-down`
+# removes everything it made. `make e2e` runs test/e2e against its own lab
+# (always torn down) and keeps node logs in $(E2E_LOGS) when a test fails.
+LAB := $(CURDIR)/test/vm/lab
+E2E_LOGS ?= $(CURDIR)/test/e2e/logs
+
+lab: build
+	LAB_BIN=$(BIN) $(LAB) up
+
+lab-down:
+	$(LAB) down
+
+e2e: build
+	@rc=0; \
+	LAB_BIN=$(BIN) VCS_LAB=$(LAB) VCS_E2E_LOGS=$(E2E_LOGS) VCS_BINARY=$(BIN)/vcluster-standalone \
+		$(GO) test -tags e2e -count=1 -timeout 40m -v ./test/e2e/ || rc=$$?; \
+	if [ -f /run/vcluster-standalone-lab/nodes ]; then \
+		[ $$rc -eq 0 ] || $(LAB) logs $(E2E_LOGS) || true; \
+		$(LAB) down || rc=1; \
+	fi; \
+	[ $$rc -eq 0 ] || echo "e2e failed; node logs (if any) in $(E2E_LOGS)"; \
+	exit $$rc
+# ---- end of lab and end-to-end block -----------------------------------------

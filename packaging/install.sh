@@ -1,0 +1,438 @@
+#!/bin/sh
+# install.sh — install or upgrade vcluster-standalone on this machine.
+#
+# Control plane (default):   sh install.sh [--binary-dir DIR | --url URL] [flags]
+# Node joining a cluster:    sh install.sh --join https://CP:6443 --token ID.SECRET --ca-cert-hash sha256:HEX
+# Remove everything:         sh install.sh --uninstall   (or: vcluster-standalone-uninstall.sh)
+#
+# Re-running upgrades in place: binaries and units are replaced, the service is
+# restarted, and the cluster's data (/var/lib/...) is kept. Run with --help for
+# every flag. POSIX sh; needs root and systemd.
+set -eu
+
+PROG=install.sh
+BIN_DIR=/usr/local/bin
+UNINSTALL_SCRIPT=$BIN_DIR/vcluster-standalone-uninstall.sh
+UNIT_DIR=/etc/systemd/system
+CP_NAME=vcluster-standalone
+NODE_NAME=node-agent
+
+die() {
+	echo "$PROG: error: $*" >&2
+	exit 1
+}
+info() { echo "[$PROG] $*"; }
+
+usage() {
+	cat <<'EOF'
+Install or upgrade vcluster-standalone: a control plane (default) or a node.
+
+Usage:
+  install.sh [flags]                       install/upgrade the control plane
+  install.sh --join URL --token T --ca-cert-hash H [flags]
+                                           install a node that joins the cluster at URL
+  install.sh --uninstall                   stop services and remove every file,
+                                           unit, mount, iptables chain and interface
+
+Where binaries come from (first that applies):
+  --binary-dir DIR        take vcluster-standalone / node-agent from DIR
+  --url URL               download URL/vcluster-standalone or URL/node-agent
+  --pinned-pubkey PIN     with --url: curl --pinnedpubkey PIN (e.g. sha256//BASE64)
+  (default)               the directory this script is in
+
+Control-plane flags (written to /etc/vcluster-standalone/config.yaml):
+  --advertise-address IP  address other machines reach the API server on
+  --tls-san NAME          extra SAN for the API server certificate (repeatable)
+  --data-dir DIR          data directory (default /var/lib/vcluster-standalone)
+  --config FILE           install FILE as the config instead of generating one
+
+Node flags (token and CA pin go to a root-only environment file):
+  --join URL              API server URL of the cluster to join (env VCS_JOIN)
+  --token TOKEN           bootstrap token ID.SECRET (env VCS_TOKEN)
+  --ca-cert-hash HASH     sha256:HEX pin of the cluster CA (env VCS_CA_CERT_HASH)
+  --node-name NAME        node name (default: this machine's hostname)
+
+Other flags:
+  --timeout SECONDS       how long to wait for ready (default 300)
+  --no-start              write files but do not start the service
+  -h, --help              show this help
+
+Examples:
+  # control plane from binaries beside this script
+  sudo sh install.sh --advertise-address 192.0.2.10
+
+  # a node, with the line printed by `vcluster-standalone token create`
+  sudo sh install.sh --join https://192.0.2.10:6443 --token abcdef.0123456789abcdef \
+      --ca-cert-hash sha256:<64 hex digits>
+EOF
+}
+
+# ---- arguments ---------------------------------------------------------------
+
+MODE=controlplane
+SRC_DIR=""
+URL=""
+PIN=""
+ADVERTISE=""
+SANS=""
+DATA_DIR=""
+CONFIG_FILE=""
+JOIN=${VCS_JOIN:-}
+TOKEN=${VCS_TOKEN:-}
+CA_HASH=${VCS_CA_CERT_HASH:-}
+NODE=""
+TIMEOUT=300
+START=1
+CONFIG_FLAGS=0
+
+need_value() {
+	[ "$2" -ge 2 ] || die "flag $1 needs a value (see $PROG --help)"
+}
+
+while [ $# -gt 0 ]; do
+	case $1 in
+	-h | --help)
+		usage
+		exit 0
+		;;
+	--uninstall) MODE=uninstall ;;
+	--binary-dir) need_value "$1" $# && SRC_DIR=$2 && shift ;;
+	--url) need_value "$1" $# && URL=$2 && shift ;;
+	--pinned-pubkey) need_value "$1" $# && PIN=$2 && shift ;;
+	--advertise-address) need_value "$1" $# && ADVERTISE=$2 && CONFIG_FLAGS=1 && shift ;;
+	--tls-san) need_value "$1" $# && SANS="$SANS $2" && CONFIG_FLAGS=1 && shift ;;
+	--data-dir) need_value "$1" $# && DATA_DIR=$2 && CONFIG_FLAGS=1 && shift ;;
+	--config) need_value "$1" $# && CONFIG_FILE=$2 && shift ;;
+	--join) need_value "$1" $# && JOIN=$2 && shift ;;
+	--token) need_value "$1" $# && TOKEN=$2 && shift ;;
+	--ca-cert-hash) need_value "$1" $# && CA_HASH=$2 && shift ;;
+	--node-name) need_value "$1" $# && NODE=$2 && shift ;;
+	--timeout) need_value "$1" $# && TIMEOUT=$2 && shift ;;
+	--no-start) START=0 ;;
+	--*=*) die "write flags as '--flag value', not '$1' (see $PROG --help)" ;;
+	*) die "unknown flag '$1' (see $PROG --help)" ;;
+	esac
+	shift
+done
+[ "$MODE" = uninstall ] || [ -z "$JOIN" ] || MODE=node
+
+case $TIMEOUT in
+'' | *[!0-9]*) die "--timeout must be a number of seconds, got '$TIMEOUT'" ;;
+esac
+
+# ---- prerequisites -----------------------------------------------------------
+
+check_root() {
+	[ "$(id -u)" -eq 0 ] || die "must run as root (try: sudo sh $PROG ...)"
+}
+
+check_systemd() {
+	# The same test as sd_booted(3).
+	if [ ! -d /run/systemd/system ]; then
+		die "systemd is not running on this machine (PID 1 is '$(cat /proc/1/comm 2>/dev/null || echo unknown)'); vcluster-standalone needs systemd"
+	fi
+	command -v systemctl >/dev/null 2>&1 || die "systemctl not found; vcluster-standalone needs systemd"
+}
+
+check_kernel() {
+	[ -d /sys/fs/cgroup ] || die "no cgroup filesystem at /sys/fs/cgroup; the kernel needs cgroup support"
+	[ -e /proc/sys/net/ipv4/ip_forward ] || die "no IPv4 networking in this kernel (/proc/sys/net/ipv4/ip_forward missing)"
+	[ "$MODE" = node ] || return 0
+	# Nothing may be loadable: try, then check for the feature itself.
+	modprobe overlay >/dev/null 2>&1 || true
+	grep -qw overlay /proc/filesystems || die "the kernel has no overlay filesystem (needed by containerd); enable CONFIG_OVERLAY_FS"
+	modprobe br_netfilter >/dev/null 2>&1 || true
+	command -v iptables >/dev/null 2>&1 || die "iptables not found; install it (Debian/Ubuntu: apt-get install iptables)"
+	command -v mount >/dev/null 2>&1 || die "mount not found; install util-linux"
+}
+
+check_node_flags() {
+	case $JOIN in
+	https://*) ;;
+	*) die "--join must be an https:// URL of the API server, got '$JOIN'" ;;
+	esac
+	[ -n "$TOKEN" ] || die "--join needs --token ID.SECRET (from: vcluster-standalone token create)"
+	echo "$TOKEN" | grep -Eq '^[a-z0-9]{6}\.[a-z0-9]{16}$' ||
+		die "--token must look like abcdef.0123456789abcdef ([a-z0-9]{6}.[a-z0-9]{16})"
+	[ -n "$CA_HASH" ] || die "--join needs --ca-cert-hash sha256:HEX (from: vcluster-standalone token create)"
+	echo "$CA_HASH" | grep -Eq '^sha256:[0-9a-f]{64}$' ||
+		die "--ca-cert-hash must be sha256: followed by 64 hex digits"
+}
+
+# ---- binaries ----------------------------------------------------------------
+
+# fetch_binary NAME DEST: put the binary NAME at DEST (a temporary path).
+fetch_binary() {
+	if [ -n "$URL" ]; then
+		command -v curl >/dev/null 2>&1 || die "curl not found; needed for --url"
+		info "downloading $URL/$1"
+		if [ -n "$PIN" ]; then
+			curl -fsSL --pinnedpubkey "$PIN" -o "$2" "$URL/$1" || die "download of $URL/$1 failed"
+		else
+			curl -fsSL -o "$2" "$URL/$1" || die "download of $URL/$1 failed"
+		fi
+		chmod 0755 "$2"
+		return
+	fi
+	dir=$SRC_DIR
+	if [ -z "$dir" ]; then
+		case $0 in
+		*/*) dir=$(cd "$(dirname "$0")" && pwd) ;;
+		*) dir=. ;;
+		esac
+	fi
+	[ -f "$dir/$1" ] || die "no $1 binary in $dir; pass --binary-dir DIR or --url URL"
+	cp "$dir/$1" "$2"
+	chmod 0755 "$2"
+}
+
+# install_file SRC DEST MODE: replace DEST atomically (a running binary can't be
+# overwritten in place); prints "changed" when DEST differs from before.
+install_file() {
+	if [ -f "$2" ] && cmp -s "$1" "$2"; then
+		rm -f "$1"
+		return
+	fi
+	chmod "$3" "$1"
+	mv -f "$1" "$2"
+	echo changed
+}
+
+# ---- waiting -----------------------------------------------------------------
+
+# wait_ready UNIT CHECK...: poll until the unit is active and CHECK succeeds.
+wait_ready() {
+	unit=$1
+	shift
+	start=$(date +%s)
+	last=0
+	while :; do
+		now=$(date +%s)
+		elapsed=$((now - start))
+		state=$(systemctl is-active "$unit" 2>/dev/null || true)
+		if [ "$state" = active ] && "$@" >/dev/null 2>&1; then
+			info "$unit is ready (${elapsed}s)"
+			return 0
+		fi
+		if [ "$elapsed" -ge "$TIMEOUT" ]; then
+			journalctl -u "$unit" -n 15 --no-pager >&2 2>/dev/null || true
+			die "$unit not ready after ${TIMEOUT}s (state: $state); see: journalctl -u $unit"
+		fi
+		if [ $((elapsed - last)) -ge 5 ]; then
+			info "waiting for $unit to be ready: $state (${elapsed}s)"
+			last=$elapsed
+		fi
+		sleep 1
+	done
+}
+
+cp_ready() {
+	[ "$("$BIN_DIR/$CP_NAME" kubectl get --raw /readyz 2>/dev/null)" = ok ]
+}
+
+# ---- config ------------------------------------------------------------------
+
+write_cp_config() {
+	dir=/etc/vcluster-standalone
+	mkdir -p "$dir"
+	chmod 0755 "$dir"
+	if [ -n "$CONFIG_FILE" ]; then
+		[ -f "$CONFIG_FILE" ] || die "config file $CONFIG_FILE does not exist"
+		cp "$CONFIG_FILE" "$dir/config.yaml.new"
+	elif [ -f "$dir/config.yaml" ] && [ "$CONFIG_FLAGS" -eq 0 ]; then
+		info "keeping $dir/config.yaml"
+		return
+	else
+		{
+			echo "# Written by install.sh; re-running it with config flags rewrites this file."
+			echo "apiVersion: vcluster-standalone.io/v1alpha1"
+			echo "kind: ControlPlaneConfig"
+			[ -z "$ADVERTISE" ] || echo "advertiseAddress: \"$ADVERTISE\""
+			[ -z "$DATA_DIR" ] || echo "dataDir: \"$DATA_DIR\""
+			if [ -n "$SANS" ]; then
+				echo "extraSANs:"
+				for s in $SANS; do echo "- \"$s\""; done
+			fi
+		} >"$dir/config.yaml.new"
+	fi
+	if [ "$(install_file "$dir/config.yaml.new" "$dir/config.yaml" 0644)" = changed ]; then
+		info "wrote $dir/config.yaml"
+		CHANGED=1
+	fi
+	# Secrets for the service, if any, live here (root only), never in the unit.
+	[ -f "$dir/$CP_NAME.env" ] || install -m 0600 /dev/null "$dir/$CP_NAME.env"
+}
+
+write_node_config() {
+	dir=/etc/node-agent
+	mkdir -p "$dir"
+	chmod 0755 "$dir"
+	{
+		echo "# Written by install.sh; re-running it with --join rewrites this file."
+		echo "apiVersion: vcluster-standalone.io/v1alpha1"
+		echo "kind: NodeConfig"
+		echo "server: \"$JOIN\""
+		[ -z "$NODE" ] || echo "nodeName: \"$NODE\""
+	} >"$dir/config.yaml.new"
+	[ "$(install_file "$dir/config.yaml.new" "$dir/config.yaml" 0644)" != changed ] || CHANGED=1
+	# The token is a secret: a root-only environment file, never the unit text.
+	umask 077
+	{
+		echo "NODE_AGENT_SERVER=$JOIN"
+		echo "NODE_AGENT_TOKEN=$TOKEN"
+		echo "NODE_AGENT_CA_CERT_HASH=$CA_HASH"
+	} >"$dir/$NODE_NAME.env.new"
+	umask 022
+	[ "$(install_file "$dir/$NODE_NAME.env.new" "$dir/$NODE_NAME.env" 0600)" != changed ] || CHANGED=1
+	info "wrote $dir/config.yaml and $dir/$NODE_NAME.env (mode 0600)"
+}
+
+# ---- install -----------------------------------------------------------------
+
+do_install() {
+	name=$1
+	CHANGED=0
+	tmp=$(mktemp -d)
+	trap 'rm -rf "$tmp"' EXIT
+	fetch_binary "$name" "$tmp/$name"
+	"$tmp/$name" unit "$name.service" >"$tmp/$name.service" 2>"$tmp/unit.err" ||
+		die "$name binary cannot print its unit ($(head -n1 "$tmp/unit.err")); is it a $name binary?"
+	version=$("$tmp/$name" version 2>/dev/null | head -n1 | awk '{print $NF}')
+	info "installing $name ${version:-(unknown version)}"
+
+	mkdir -p "$BIN_DIR"
+	if [ "$(install_file "$tmp/$name" "$BIN_DIR/$name" 0755)" = changed ]; then
+		info "installed $BIN_DIR/$name"
+		CHANGED=1
+	else
+		info "$BIN_DIR/$name is up to date"
+	fi
+	write_uninstall_script "$tmp/uninstall.sh"
+	install_file "$tmp/uninstall.sh" "$UNINSTALL_SCRIPT" 0755 >/dev/null
+	if [ "$name" = "$CP_NAME" ]; then write_cp_config; else write_node_config; fi
+	if [ "$(install_file "$tmp/$name.service" "$UNIT_DIR/$name.service" 0644)" = changed ]; then
+		info "wrote $UNIT_DIR/$name.service"
+		CHANGED=1
+	fi
+	systemctl daemon-reload
+	systemctl enable "$name.service" >/dev/null 2>&1 || die "systemctl enable $name.service failed"
+	if [ "$START" -eq 0 ]; then
+		info "not starting $name (--no-start); start it with: systemctl start $name"
+		return
+	fi
+	if [ "$CHANGED" -eq 1 ] && systemctl is-active --quiet "$name.service"; then
+		info "restarting $name to apply the changes"
+		systemctl restart --no-block "$name.service"
+	else
+		systemctl start --no-block "$name.service"
+	fi
+}
+
+# ---- uninstall ---------------------------------------------------------------
+
+# The uninstall script is written out by every install, so the machine can be
+# cleaned even when install.sh came through a pipe.
+write_uninstall_script() {
+	cat >"$1" <<'UNINSTALL'
+#!/bin/sh
+# vcluster-standalone-uninstall.sh — written by install.sh. Stops the services and
+# removes every file, unit, mount, iptables chain and interface they created.
+set -u
+[ "$(id -u)" -eq 0 ] || { echo "vcluster-standalone-uninstall.sh: error: must run as root" >&2; exit 1; }
+say() { echo "[uninstall] $*"; }
+UNITS="node-agent vcluster-standalone"
+
+# 1. Stop the services; KillMode=process leaves containers running, so kill
+#    whatever is left in each unit's cgroups (by PID).
+for u in $UNITS; do
+	[ -f "/etc/systemd/system/$u.service" ] || systemctl cat "$u.service" >/dev/null 2>&1 || continue
+	cg=$(systemctl show -p ControlGroup --value "$u.service" 2>/dev/null || true)
+	say "stopping $u"
+	systemctl disable --now "$u.service" >/dev/null 2>&1 || true
+	if [ -n "$cg" ]; then
+		for d in /sys/fs/cgroup$cg /sys/fs/cgroup/*$cg; do
+			[ -d "$d" ] || continue
+			find "$d" -name cgroup.procs 2>/dev/null | while read -r f; do
+				while read -r pid; do kill -9 "$pid" 2>/dev/null || true; done <"$f"
+			done
+		done
+	fi
+done
+
+# 2. Unmount whatever the node runtime mounted below its directories, deepest first.
+for top in /var/lib/kubelet /var/lib/containerd /run/containerd /var/lib/node-agent /run/node-agent /var/lib/vcluster-standalone; do
+	findmnt -rn -o TARGET 2>/dev/null | grep -E "^$top/" | sort -r | while read -r m; do
+		umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+	done
+done
+for ns in /run/netns/cni-*; do
+	[ -e "$ns" ] || continue
+	ip netns delete "$(basename "$ns")" 2>/dev/null || true
+done
+
+# 3. Network: the distribution's links are named vcs*; kube-proxy's and the CNI's
+#    iptables chains are KUBE-* and VCS-*. Remove exactly those, keep the rest.
+for l in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -E '^(vcs|kube-ipvs0)' || true); do
+	say "deleting interface $l"
+	ip link delete "$l" 2>/dev/null || true
+done
+for save in iptables-save ip6tables-save iptables-legacy-save ip6tables-legacy-save iptables-nft-save ip6tables-nft-save; do
+	command -v "$save" >/dev/null 2>&1 || continue
+	restore=$(echo "$save" | sed 's/-save$/-restore/')
+	rules=$($save 2>/dev/null) || continue
+	echo "$rules" | grep -Eq '(KUBE-|VCS-)' || continue
+	say "removing KUBE-/VCS- iptables chains ($save)"
+	echo "$rules" | grep -Ev '(KUBE-|VCS-)' | $restore 2>/dev/null || true
+done
+
+# 4. Files. A dataDir moved by the config is removed too.
+data_dir=$(sed -n 's/^dataDir:[[:space:]]*"\{0,1\}\([^"]*\)"\{0,1\}[[:space:]]*$/\1/p' /etc/vcluster-standalone/config.yaml 2>/dev/null | head -n1)
+rm -f /etc/systemd/system/vcluster-standalone.service /etc/systemd/system/node-agent.service
+rm -rf /etc/systemd/system/vcluster-standalone.service.d /etc/systemd/system/node-agent.service.d
+systemctl daemon-reload 2>/dev/null || true
+systemctl reset-failed vcluster-standalone.service node-agent.service >/dev/null 2>&1 || true
+for p in /etc/vcluster-standalone /etc/node-agent /var/lib/vcluster-standalone /var/lib/node-agent \
+	/var/lib/kubelet /var/lib/containerd /run/containerd /run/node-agent /var/log/pods /var/log/containers \
+	/etc/cni/net.d/10-vcs.conflist /usr/local/bin/vcluster-standalone /usr/local/bin/node-agent $data_dir; do
+	[ -e "$p" ] || continue
+	say "removing $p"
+	if mountpoint -q "$p" 2>/dev/null; then
+		# A mount we did not make (e.g. a dedicated disk): empty it, keep it.
+		find "$p" -mindepth 1 -maxdepth 1 -exec rm -rf {} +
+	else
+		rm -rf "$p"
+	fi
+done
+rm -f "$0" /usr/local/bin/vcluster-standalone-uninstall.sh
+say "done"
+UNINSTALL
+}
+
+do_uninstall() {
+	tmp=$(mktemp)
+	write_uninstall_script "$tmp"
+	sh "$tmp"
+	rm -f "$tmp"
+}
+
+# ---- main --------------------------------------------------------------------
+
+check_root
+if [ "$MODE" = uninstall ]; then
+	do_uninstall
+	exit 0
+fi
+check_systemd
+[ "$MODE" = node ] && check_node_flags
+check_kernel
+
+if [ "$MODE" = node ]; then
+	do_install "$NODE_NAME"
+	[ "$START" -eq 0 ] || wait_ready "$NODE_NAME" true
+	info "node installed; check it from the control plane: vcluster-standalone kubectl get nodes"
+else
+	do_install "$CP_NAME"
+	[ "$START" -eq 0 ] || wait_ready "$CP_NAME" cp_ready
+	info "control plane installed; try: $CP_NAME kubectl get --raw /readyz"
+	info "admin kubeconfig: /etc/vcluster-standalone/admin.kubeconfig; uninstall: $UNINSTALL_SCRIPT"
+fi
