@@ -129,7 +129,7 @@ check_root() {
 check_systemd() {
 	# The same test as sd_booted(3).
 	if [ ! -d /run/systemd/system ]; then
-		die "systemd is not running on this machine (PID 1 is '$(cat /proc/1/comm 2>/dev/null || echo unknown)'); vcluster-standalone needs systemd"
+		die "systemd is not running on this machine (no /run/systemd/system); vcluster-standalone needs systemd as init"
 	fi
 	command -v systemctl >/dev/null 2>&1 || die "systemctl not found; vcluster-standalone needs systemd"
 }
@@ -395,11 +395,13 @@ for p in /etc/vcluster-standalone /etc/node-agent /var/lib/vcluster-standalone /
 	/var/lib/kubelet /var/lib/containerd /run/containerd /run/node-agent /var/log/pods /var/log/containers \
 	/etc/cni/net.d/10-vcs.conflist /usr/local/bin/vcluster-standalone /usr/local/bin/node-agent $data_dir; do
 	[ -e "$p" ] || continue
-	say "removing $p"
 	if mountpoint -q "$p" 2>/dev/null; then
 		# A mount we did not make (e.g. a dedicated disk): empty it, keep it.
-		find "$p" -mindepth 1 -maxdepth 1 -exec rm -rf {} +
+		[ -z "$(find "$p" -mindepth 1 -maxdepth 1 ! -name lost+found)" ] && continue
+		say "emptying $p (a mount point)"
+		find "$p" -mindepth 1 -maxdepth 1 ! -name lost+found -exec rm -rf {} +
 	else
+		say "removing $p"
 		rm -rf "$p"
 	fi
 done
