@@ -83,7 +83,15 @@ type result struct {
 }
 
 func (r result) String() string {
-	return fmt.Sprintf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	return fmt.Sprintf("exit %d, stdout %q, stderr %q", r.code, clip(r.stdout), clip(r.stderr))
+}
+
+// clip keeps failure messages readable: kubectl packs whole /readyz reports in one line.
+func clip(s string) string {
+	if len(s) > 400 {
+		return s[:400] + "…"
+	}
+	return s
 }
 
 func run(ctx context.Context, name string, args ...string) result {
