@@ -42,12 +42,13 @@ READY=1 once /readyz answers ok.`,
 			return err
 		}
 		setLogVerbosity(verbosity)
+		notify := systemdNotifier()
 		ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()
 		return controlplane.Run(ctx, controlplane.Options{
 			Config:   c,
 			Progress: os.Stderr,
-			Notify:   func(state string) { daemon.SdNotify(false, state) },
+			Notify:   notify,
 		})
 	}
 	return cmd
@@ -57,4 +58,19 @@ func setLogVerbosity(v int) {
 	fs := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(fs)
 	fs.Set("v", strconv.Itoa(v))
+}
+
+// systemdNotifier takes NOTIFY_SOCKET out of the environment before any
+// component starts: the embedded kube-apiserver would otherwise report
+// READY=1 as soon as it listens, long before the control plane is ready.
+func systemdNotifier() func(state string) {
+	socket := os.Getenv("NOTIFY_SOCKET")
+	os.Unsetenv("NOTIFY_SOCKET")
+	return func(state string) {
+		if socket == "" {
+			return
+		}
+		os.Setenv("NOTIFY_SOCKET", socket)
+		daemon.SdNotify(true, state) // true: unset it again
+	}
 }

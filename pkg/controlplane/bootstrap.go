@@ -3,10 +3,12 @@ package controlplane
 import (
 	"context"
 	"fmt"
+	"time"
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -14,9 +16,11 @@ import (
 )
 
 // bootstrapObjects creates, idempotently, the cluster objects the control
-// plane itself depends on. It runs once the API server is ready.
+// plane itself depends on, then waits until the cluster accepts workloads
+// (the default ServiceAccount exists), so "ready" means usable.
 type bootstrapObjects struct {
 	kubeconfig string // super-admin: the only identity that can grant rights at first start
+	client     kubernetes.Interface
 }
 
 func (b *bootstrapObjects) Name() string               { return "bootstrap objects" }
@@ -32,6 +36,7 @@ func (b *bootstrapObjects) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	b.client = client
 	// admin.conf users are cluster-admins through a binding that can be
 	// removed, unlike membership of system:masters (kubeadm does the same).
 	bindings := []*rbacv1.ClusterRoleBinding{
@@ -45,6 +50,15 @@ func (b *bootstrapObjects) Start(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// Ready waits for the service-account controller to create default/default:
+// until then every Pod create in the default namespace is refused.
+func (b *bootstrapObjects) Ready(ctx context.Context) error {
+	return wait.PollUntilContextCancel(ctx, 50*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		_, err := b.client.CoreV1().ServiceAccounts(metav1.NamespaceDefault).Get(ctx, "default", metav1.GetOptions{})
+		return err == nil, nil
+	})
 }
 
 func clusterRoleBinding(name, role, kind, subject string) *rbacv1.ClusterRoleBinding {

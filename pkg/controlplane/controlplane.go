@@ -189,9 +189,9 @@ func newComponents(c *config.ControlPlane, paths Paths) ([]component.Component, 
 	return []component.Component{
 		newEtcd(paths, c.Ports.EtcdClient, c.Ports.EtcdPeer),
 		&apiServer{upstreamServer{args: mergeArgs(apiServerArgs(c, paths, encryption), c.ExtraArgs.APIServer), health: apiHealth, stopTimeout: 30 * time.Second}},
-		&bootstrapObjects{kubeconfig: paths.Kubeconfig("super-admin")},
 		&controllerManager{upstreamServer{args: mergeArgs(controllerManagerArgs(c, paths), c.ExtraArgs.ControllerManager), health: cmHealth, stopTimeout: 20 * time.Second}},
 		&scheduler{upstreamServer{args: mergeArgs(schedulerArgs(c, paths), c.ExtraArgs.Scheduler), health: schedHealth, stopTimeout: 20 * time.Second}},
+		&bootstrapObjects{kubeconfig: paths.Kubeconfig("super-admin")},
 	}, nil
 }
 

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Control-plane benchmark: cold start to /readyz (fresh data dir, PKI
+# generated), warm start (restart on the same data dir), process RSS 60 s after
+# ready, and p50/p99 of 500 sequential ConfigMap creates. Median of RUNS runs.
+#
+#   hack/bench-controlplane.sh bin/vcluster-standalone        (RUNS=3 by default)
+set -euo pipefail
+
+bin=$(readlink -f "${1:-bin/vcluster-standalone}")
+runs=${RUNS:-3}
+creates=${CREATES:-500}
+rss_wait=${RSS_WAIT:-60}
+here=$(cd "$(dirname "$0")" && pwd)
+
+work=$(mktemp -d /tmp/vcs-bench.XXXXXX)
+pid=""
+cleanup() {
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+
+write_config() { # $1 = dir
+  cat >"$1/config.yaml" <<YAML
+apiVersion: vcluster-standalone.io/v1alpha1
+kind: ControlPlaneConfig
+advertiseAddress: 127.0.0.1
+bindAddress: 127.0.0.1
+apiPort: $(free_port)
+dataDir: $1/data
+adminKubeconfig: $1/admin.kubeconfig
+ports: {etcdClient: $(free_port), etcdPeer: $(free_port), controllerManager: $(free_port), scheduler: $(free_port)}
+YAML
+}
+
+# start_and_time DIR -> seconds from exec to /readyz answering ok
+start_and_time() {
+  local dir=$1 t0 port
+  port=$(awk '/^apiPort:/ {print $2}' "$dir/config.yaml")
+  t0=$(date +%s.%N)
+  "$bin" start --config "$dir/config.yaml" >>"$dir/start.log" 2>&1 &
+  pid=$!
+  until curl -sk --max-time 1 "https://127.0.0.1:$port/readyz" 2>/dev/null | grep -qx ok; do
+    kill -0 "$pid" 2>/dev/null || { echo "start failed:" >&2; tail -20 "$dir/start.log" >&2; exit 1; }
+    sleep 0.02
+  done
+  echo "$(date +%s.%N) - $t0" | bc -l
+}
+
+stop() { kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; pid=""; }
+
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+cold=(); warm=(); rss=(); p50=(); p99=()
+for i in $(seq 1 "$runs"); do
+  dir="$work/run$i"; mkdir -p "$dir"; write_config "$dir"
+  cold+=("$(start_and_time "$dir")")
+  # Let the controllers settle, then measure creates and RSS.
+  read -r a b < <(go run "$here/bench/configmaps.go" -kubeconfig "$dir/admin.kubeconfig" -n "$creates")
+  p50+=("$a"); p99+=("$b")
+  sleep "$rss_wait"
+  rss+=("$(awk '/VmRSS/ {printf "%.0f", $2/1024}' /proc/$pid/status)")
+  stop
+  warm+=("$(start_and_time "$dir")")
+  stop
+  printf 'run %d: cold %.2fs warm %.2fs rss %s MiB create p50 %s ms p99 %s ms\n' "$i" "${cold[-1]}" "${warm[-1]}" "${rss[-1]}" "${p50[-1]}" "${p99[-1]}"
+done
+
+printf '\nmedian of %d runs (%s, %d cores):\n' "$runs" "$("$bin" version | awk '/kube-apiserver/ {print $2}')" "$(nproc)"
+printf '  cold start to /readyz   %6.2f s   (target <= 4 s)\n' "$(printf '%s\n' "${cold[@]}" | median)"
+printf '  warm start to /readyz   %6.2f s   (target <= 3 s)\n' "$(printf '%s\n' "${warm[@]}" | median)"
+printf '  RSS %ds after ready     %6s MiB (target <= 350 MiB)\n' "$rss_wait" "$(printf '%s\n' "${rss[@]}" | median)"
+printf '  ConfigMap create p50    %6s ms\n' "$(printf '%s\n' "${p50[@]}" | median)"
+printf '  ConfigMap create p99    %6s ms  (target <= 4 ms)\n' "$(printf '%s\n' "${p99[@]}" | median)"
