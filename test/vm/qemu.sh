@@ -7,8 +7,9 @@
 #   test/vm/qemu.sh down           stop the VMs (by PID) and remove their disks
 #
 # VMs share one private LAN: a QEMU multicast socket bound to 127.0.0.1, so no
-# frame ever leaves the host. lab-cp also forwards 127.0.0.1:16443 to its :6443
-# for the host's kubectl. The repository is shared read-only over 9p.
+# frame ever leaves the host. Each VM also has a restricted user-mode NIC (no
+# traffic out) through which lab-cp forwards 127.0.0.1:16443 to its :6443 for
+# the host's kubectl. The repository is shared read-only over 9p.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -38,9 +39,8 @@ names() {
 cmd_image() {
 	[ "$(id -u)" -eq 0 ] || die "building the image needs root (debootstrap, chroot)"
 	command -v mkfs.ext4 >/dev/null || die "mkfs.ext4 not found (apt-get install e2fsprogs)"
-	"$HERE/lab" rootfs
-	local rootfs tmp
-	rootfs=$(ls -d "${LAB_CACHE:-/var/cache/vcluster-standalone-lab}"/rootfs-bookworm-* | grep -v '\.tmp$' | head -n1)
+	local rootfs
+	rootfs=$("$HERE/lab" rootfs)
 	mkdir -p "$QDIR"
 	tmp=$QDIR/root.tmp
 	rm -rf "$tmp"
@@ -48,7 +48,11 @@ cmd_image() {
 	cp -a "$rootfs" "$tmp"
 	mount -t proc proc "$tmp/proc"
 	trap 'umount "$tmp/proc" 2>/dev/null || true' EXIT
-	chroot "$tmp" sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends linux-image-amd64 systemd-timesyncd >/dev/null'
+	cp /etc/resolv.conf "$tmp/etc/resolv.conf"
+	chroot "$tmp" sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends linux-image-amd64 >/dev/null' ||
+		die "installing a kernel into the image failed"
+	echo "# no DNS in the lab" >"$tmp/etc/resolv.conf"
+	rm -rf "$tmp"/var/cache/apt/archives/*.deb "$tmp"/var/lib/apt/lists/*
 	umount "$tmp/proc"
 	trap - EXIT
 	# Not a container: real getty on the serial console, no lab-node-setup.
@@ -62,9 +66,16 @@ cmd_image() {
 # First boot: address from the kernel command line, then install.sh.
 set -eu
 arg() { tr ' ' '\n' </proc/cmdline | sed -n "s/^vcs\.$1=//p"; }
-lan=$(ip -o link | awk -F': ' '/52:54:00:00:aa/ {print $2; exit}' | cut -d@ -f1)
+nic() { ip -o link | awk -F': ' "/$1/ {print \$2; exit}" | cut -d@ -f1; }
+lan=$(nic 52:54:00:00:aa)
 ip addr replace "$(arg ip)" dev "$lan"
 ip link set "$lan" up
+# The user-mode NIC: QEMU's fixed guest address, restricted (no way out), for
+# the host's port forward; its gateway is the default route kubelet wants.
+user=$(nic 52:54:00:00:bb)
+ip addr replace 10.0.2.15/24 dev "$user"
+ip link set "$user" up
+ip route replace default via 10.0.2.2 dev "$user"
 hostnamectl set-hostname "$(arg name)" 2>/dev/null || hostname "$(arg name)"
 [ "$(arg role)" = cp ] || exit 0
 [ -f /etc/vcluster-standalone/config.yaml ] && exit 0
@@ -82,10 +93,6 @@ ExecStart=/usr/local/sbin/vcs-provision
 WantedBy=multi-user.target
 EOF
 	ln -sf /etc/systemd/system/vcs-provision.service "$tmp/etc/systemd/system/multi-user.target.wants/vcs-provision.service"
-	# DHCP on the user-mode NIC (internet for the VM, port forward for the host).
-	mkdir -p "$tmp/etc/systemd/network"
-	printf '[Match]\nMACAddress=52:54:00:00:bb:*\n[Network]\nDHCP=yes\n' >"$tmp/etc/systemd/network/20-user.network"
-	ln -sf /lib/systemd/system/systemd-networkd.service "$tmp/etc/systemd/system/multi-user.target.wants/systemd-networkd.service"
 	cp "$tmp"/boot/vmlinuz-* "$QDIR/vmlinuz"
 	cp "$tmp"/boot/initrd.img-* "$QDIR/initrd.img"
 	say "making the disk image"
@@ -109,22 +116,23 @@ cmd_up() {
 		qemu-img create -q -f qcow2 -F raw -b "$QDIR/base.img" "$QDIR/$n.qcow2"
 		fwd=""
 		[ "$n" != lab-cp ] || fwd=",hostfwd=tcp:127.0.0.1:$HOST_PORT-:6443"
-		qemu-system-x86_64 -accel "$ACCEL" -cpu max -smp 2 -m "$MEM" -nographic \
+		qemu-system-x86_64 -accel "$ACCEL" -cpu max -smp 2 -m "$MEM" \
 			-kernel "$QDIR/vmlinuz" -initrd "$QDIR/initrd.img" \
 			-append "root=/dev/vda rw console=ttyS0 vcs.name=$n vcs.ip=$NET.$((10 + i))/24 vcs.role=$([ "$n" = lab-cp ] && echo cp || echo node)" \
 			-drive "file=$QDIR/$n.qcow2,if=virtio,format=qcow2" \
-			-netdev "user,id=u$fwd" -device "virtio-net-pci,netdev=u,mac=52:54:00:00:bb:$(printf %02x $i)" \
+			-netdev "user,id=u,restrict=on$fwd" -device "virtio-net-pci,netdev=u,mac=52:54:00:00:bb:$(printf %02x $i)" \
 			-netdev "socket,id=lan,mcast=$MCAST,localaddr=127.0.0.1" \
 			-device "virtio-net-pci,netdev=lan,mac=52:54:00:00:aa:$(printf %02x $i)" \
 			-virtfs "local,path=$REPO,mount_tag=repo,security_model=none,readonly=on" \
-			-serial "unix:$QDIR/$n.console,server,nowait" -monitor none -display none \
+			-chardev "socket,id=ser,path=$QDIR/$n.console,server=on,wait=off,logfile=$QDIR/$n.log" \
+			-serial chardev:ser -monitor none -display none \
 			-pidfile "$QDIR/$n.pid" -daemonize
 		say "$n booting ($NET.$((10 + i)))"
 		i=$((i + 1))
 	done
-	say "waiting for the control plane (see: test/vm/qemu.sh console lab-cp)"
-	echo "then: ssh-less access via the console; kubeconfig from the VM with:"
-	echo "  vcluster-standalone kubeconfig --server https://127.0.0.1:$HOST_PORT"
+	say "lab-cp installs the control plane on first boot; watch: tail -f $QDIR/lab-cp.log"
+	say "log in on the console (root, no password): test/vm/qemu.sh console lab-cp, then e.g."
+	say "  vcluster-standalone kubeconfig --server https://127.0.0.1:$HOST_PORT > host.kubeconfig"
 }
 
 cmd_down() {
@@ -136,7 +144,7 @@ cmd_down() {
 			kill "$pid"
 			say "stopped $n (pid $pid)"
 		fi
-		rm -f "$QDIR/$n.pid" "$QDIR/$n.qcow2" "$QDIR/$n.console"
+		rm -f "$QDIR/$n.pid" "$QDIR/$n.qcow2" "$QDIR/$n.console" "$QDIR/$n.log"
 	done
 }
 
