@@ -9,6 +9,18 @@ set -eu
 
 PKGS="debootstrap systemd-container iproute2 iptables e2fsprogs util-linux kmod ca-certificates curl"
 
+case ${1:-} in
+-h | --help)
+	sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
+	exit 0
+	;;
+'') ;;
+*)
+	echo "install-deps.sh: error: unknown argument '$1' (see --help)" >&2
+	exit 1
+	;;
+esac
+
 if [ "$(id -u)" -ne 0 ]; then
 	echo "install-deps.sh: must run as root (try: sudo $0)" >&2
 	exit 1
