@@ -84,6 +84,7 @@ NODE=""
 TIMEOUT=300
 START=1
 CONFIG_FLAGS=0
+OLD_PID=none
 
 need_value() {
 	[ "$2" -ge 2 ] || die "flag $1 needs a value (see $PROG --help)"
@@ -210,7 +211,8 @@ wait_ready() {
 		now=$(date +%s)
 		elapsed=$((now - start))
 		state=$(systemctl is-active "$unit" 2>/dev/null || true)
-		if [ "$state" = active ] && "$@" >/dev/null 2>&1; then
+		pid=$(systemctl show -p MainPID --value "$unit" 2>/dev/null || true)
+		if [ "$state" = active ] && [ "$pid" != "$OLD_PID" ] && "$@" >/dev/null 2>&1; then
 			info "$unit is ready (${elapsed}s)"
 			return 0
 		fi
@@ -322,6 +324,8 @@ do_install() {
 	fi
 	if [ "$CHANGED" -eq 1 ] && systemctl is-active --quiet "$name.service"; then
 		info "restarting $name to apply the changes"
+		# Ready must then come from the new process, not the old one.
+		OLD_PID=$(systemctl show -p MainPID --value "$name.service")
 		systemctl restart --no-block "$name.service"
 	else
 		systemctl start --no-block "$name.service"
@@ -430,11 +434,13 @@ check_kernel
 
 if [ "$MODE" = node ]; then
 	do_install "$NODE_NAME"
-	[ "$START" -eq 0 ] || wait_ready "$NODE_NAME" true
+	[ "$START" -eq 0 ] && exit 0
+	wait_ready "$NODE_NAME" true
 	info "node installed; check it from the control plane: vcluster-standalone kubectl get nodes"
 else
 	do_install "$CP_NAME"
-	[ "$START" -eq 0 ] || wait_ready "$CP_NAME" cp_ready
+	[ "$START" -eq 0 ] && exit 0
+	wait_ready "$CP_NAME" cp_ready
 	info "control plane installed; try: $CP_NAME kubectl get --raw /readyz"
 	info "admin kubeconfig: /etc/vcluster-standalone/admin.kubeconfig; uninstall: $UNINSTALL_SCRIPT"
 fi
