@@ -26,7 +26,6 @@ write_config() { # $1 = dir
   cat >"$1/config.yaml" <<YAML
 apiVersion: vcluster-standalone.io/v1alpha1
 kind: ControlPlaneConfig
-advertiseAddress: 127.0.0.1
 bindAddress: 127.0.0.1
 apiPort: $(free_port)
 dataDir: $1/data
@@ -35,7 +34,7 @@ ports: {etcdClient: $(free_port), etcdPeer: $(free_port), controllerManager: $(f
 YAML
 }
 
-# start_and_time DIR -> seconds from exec to /readyz answering ok
+# start_and_time DIR: sets pid and elapsed (seconds from exec to /readyz ok)
 start_and_time() {
   local dir=$1 t0 port
   port=$(awk '/^apiPort:/ {print $2}' "$dir/config.yaml")
@@ -46,7 +45,7 @@ start_and_time() {
     kill -0 "$pid" 2>/dev/null || { echo "start failed:" >&2; tail -20 "$dir/start.log" >&2; exit 1; }
     sleep 0.02
   done
-  echo "$(date +%s.%N) - $t0" | bc -l
+  elapsed=$(echo "$(date +%s.%N) - $t0" | bc -l)
 }
 
 stop() { kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; pid=""; }
@@ -56,14 +55,14 @@ median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 cold=(); warm=(); rss=(); p50=(); p99=()
 for i in $(seq 1 "$runs"); do
   dir="$work/run$i"; mkdir -p "$dir"; write_config "$dir"
-  cold+=("$(start_and_time "$dir")")
+  start_and_time "$dir"; cold+=("$elapsed")
   # Let the controllers settle, then measure creates and RSS.
   read -r a b < <(go run "$here/bench/configmaps.go" -kubeconfig "$dir/admin.kubeconfig" -n "$creates")
   p50+=("$a"); p99+=("$b")
   sleep "$rss_wait"
   rss+=("$(awk '/VmRSS/ {printf "%.0f", $2/1024}' /proc/$pid/status)")
   stop
-  warm+=("$(start_and_time "$dir")")
+  start_and_time "$dir"; warm+=("$elapsed")
   stop
   printf 'run %d: cold %.2fs warm %.2fs rss %s MiB create p50 %s ms p99 %s ms\n' "$i" "${cold[-1]}" "${warm[-1]}" "${rss[-1]}" "${p50[-1]}" "${p99[-1]}"
 done

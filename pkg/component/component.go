@@ -66,7 +66,11 @@ func (m *Manager) Start(ctx context.Context) error {
 		if err := m.startOne(ctx, c); err != nil {
 			return errors.Join(err, m.Stop())
 		}
-		fmt.Fprintf(m.progress, "%s ready in %.1fs\n", c.Name(), time.Since(begin).Seconds())
+		state := "started"
+		if _, ok := c.(Readier); ok {
+			state = "ready"
+		}
+		fmt.Fprintf(m.progress, "%s %s in %.1fs\n", c.Name(), state, time.Since(begin).Seconds())
 	}
 	return nil
 }

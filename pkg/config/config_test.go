@@ -78,6 +78,7 @@ func TestValidationErrors(t *testing.T) {
 		{"dns is kubernetes svc", func(c *ControlPlane) { c.Network.ClusterDNS = "10.96.0.1" }, `network.clusterDNS: invalid value "10.96.0.1"`},
 		{"domain", func(c *ControlPlane) { c.Network.ClusterDomain = "Bad_Domain" }, `network.clusterDomain: invalid value "Bad_Domain"`},
 		{"advertise", func(c *ControlPlane) { c.AdvertiseAddress = "0.0.0.0" }, `advertiseAddress: invalid value "0.0.0.0"`},
+		{"advertise loopback", func(c *ControlPlane) { c.AdvertiseAddress = "127.0.0.1" }, `advertiseAddress: invalid value "127.0.0.1": must not be a loopback address`},
 		{"bind", func(c *ControlPlane) { c.BindAddress = "localhost" }, `bindAddress: invalid value "localhost"`},
 		{"port range", func(c *ControlPlane) { c.APIPort = 70000 }, `apiPort: invalid value "70000": must be a port between 1 and 65535`},
 		{"port clash", func(c *ControlPlane) { c.Ports.Scheduler = 6443 }, `ports.scheduler: invalid value "6443": already used by apiPort`},

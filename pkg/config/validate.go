@@ -32,6 +32,9 @@ func (c *ControlPlane) Validate() []error {
 		errs = append(errs, fmt.Errorf("advertiseAddress: not set and no address found on the default-route interface; set --advertise-address"))
 	} else if ip, err := netip.ParseAddr(c.AdvertiseAddress); err != nil || ip.IsUnspecified() {
 		add("advertiseAddress", c.AdvertiseAddress, "must be an IP address of this host such as 192.168.1.10")
+	} else if ip.IsLoopback() {
+		// The kubernetes Service points pods at this address; loopback is refused there.
+		add("advertiseAddress", c.AdvertiseAddress, "must not be a loopback address: nodes and pods reach the API server through it")
 	}
 	if _, err := netip.ParseAddr(c.BindAddress); err != nil {
 		add("bindAddress", c.BindAddress, "must be an IP address such as 0.0.0.0")

@@ -14,10 +14,16 @@ import (
 func controllerManagerArgs(c *config.ControlPlane, p Paths) map[string]string {
 	kubeconfig := p.Kubeconfig("controller-manager")
 	return map[string]string{
-		"kubeconfig":                       kubeconfig,
-		"authentication-kubeconfig":        kubeconfig,
-		"authorization-kubeconfig":         kubeconfig,
-		"bind-address":                     "127.0.0.1",
+		"kubeconfig":                kubeconfig,
+		"authentication-kubeconfig": kubeconfig,
+		"authorization-kubeconfig":  kubeconfig,
+		"bind-address":              "127.0.0.1",
+		"tls-cert-file":             p.Cert("controller-manager-server"),
+		"tls-private-key-file":      p.Key("controller-manager-server"),
+		// The API server is local: client-side throttling only slows the
+		// start, where every controller creates its service account and token.
+		"kube-api-qps":                     "200",
+		"kube-api-burst":                   "400",
 		"secure-port":                      strconv.Itoa(c.Ports.ControllerManager),
 		"client-ca-file":                   p.Cert("ca"),
 		"requestheader-client-ca-file":     p.Cert("front-proxy-ca"),

@@ -175,9 +175,7 @@ func newComponents(c *config.ControlPlane, paths Paths) ([]component.Component, 
 	if err != nil {
 		return nil, err
 	}
-	// The controller-manager and scheduler serve health on loopback with
-	// self-signed certificates; the probe sends no credentials.
-	loopback := &rest.Config{TLSClientConfig: rest.TLSClientConfig{Insecure: true}}
+	loopback := loopbackProbeConfig(paths)
 	cmHealth, err := newHealthProbe(loopback, fmt.Sprintf("https://127.0.0.1:%d/healthz", c.Ports.ControllerManager))
 	if err != nil {
 		return nil, err
@@ -193,6 +191,12 @@ func newComponents(c *config.ControlPlane, paths Paths) ([]component.Component, 
 		&scheduler{upstreamServer{args: mergeArgs(schedulerArgs(c, paths), c.ExtraArgs.Scheduler), health: schedHealth, stopTimeout: 20 * time.Second}},
 		&bootstrapObjects{kubeconfig: paths.Kubeconfig("super-admin")},
 	}, nil
+}
+
+// loopbackProbeConfig trusts the cluster CA and sends no credentials: the
+// controller-manager and scheduler serve /healthz to anyone on loopback.
+func loopbackProbeConfig(paths Paths) *rest.Config {
+	return &rest.Config{TLSClientConfig: rest.TLSClientConfig{CAFile: paths.Cert(pki.ClusterCA), ServerName: "localhost"}}
 }
 
 func fileExists(path string) bool {

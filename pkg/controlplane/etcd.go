@@ -15,6 +15,10 @@ import (
 const etcdMemberName = "vcluster-standalone"
 
 // etcd runs the embedded etcd server with mutual TLS on loopback.
+//
+// It has no Ready: the API server starts while etcd elects itself, as with
+// kubeadm's static pods, because building the API server takes far longer
+// and retries storage on its own. The API server's /readyz includes etcd.
 type etcd struct {
 	paths      Paths
 	clientPort int
@@ -84,17 +88,6 @@ func (e *etcd) Start(context.Context) error {
 		}
 	}()
 	return nil
-}
-
-func (e *etcd) Ready(ctx context.Context) error {
-	select {
-	case <-e.server.Server.ReadyNotify():
-		return nil
-	case <-e.server.Server.StopNotify():
-		return errors.New("etcd stopped before it was ready")
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 func (e *etcd) Failed() <-chan error { return e.failed }

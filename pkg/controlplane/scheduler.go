@@ -18,6 +18,8 @@ func schedulerArgs(c *config.ControlPlane, p Paths) map[string]string {
 		"authentication-kubeconfig": kubeconfig,
 		"authorization-kubeconfig":  kubeconfig,
 		"bind-address":              "127.0.0.1",
+		"tls-cert-file":             p.Cert("scheduler-server"),
+		"tls-private-key-file":      p.Key("scheduler-server"),
 		"secure-port":               strconv.Itoa(c.Ports.Scheduler),
 		"leader-elect":              "false",
 		"profiling":                 "false",

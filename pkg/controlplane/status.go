@@ -25,7 +25,7 @@ func Health(ctx context.Context, c *config.ControlPlane) []ComponentHealth {
 		err = fmt.Errorf("cannot read credentials: %w", err)
 		return []ComponentHealth{{"etcd", err}, {"kube-apiserver", err}, {"kube-controller-manager", err}, {"kube-scheduler", err}}
 	}
-	loopback := &rest.Config{TLSClientConfig: rest.TLSClientConfig{Insecure: true}}
+	loopback := loopbackProbeConfig(paths)
 	checks := []struct {
 		name string
 		cfg  *rest.Config

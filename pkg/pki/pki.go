@@ -83,6 +83,11 @@ func Leaves(p Params) []CertSpec {
 		{Name: "admin", CA: ClusterCA, CommonName: AdminUser, Organizations: []string{ClusterAdminGroup}, Usages: clientUsage},
 		{Name: "controller-manager", CA: ClusterCA, CommonName: "system:kube-controller-manager", Usages: clientUsage},
 		{Name: "scheduler", CA: ClusterCA, CommonName: "system:kube-scheduler", Usages: clientUsage},
+		// Serving certs for the loopback health/metrics ports: issued here
+		// (ECDSA) instead of each component generating a self-signed RSA key
+		// on every start, and verifiable with the cluster CA.
+		{Name: "controller-manager-server", CA: ClusterCA, CommonName: "kube-controller-manager", DNSNames: []string{"localhost"}, IPs: loopback, Usages: serverUsage},
+		{Name: "scheduler-server", CA: ClusterCA, CommonName: "kube-scheduler", DNSNames: []string{"localhost"}, IPs: loopback, Usages: serverUsage},
 	}
 }
 

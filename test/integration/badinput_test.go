@@ -44,7 +44,7 @@ func TestBadInput(t *testing.T) {
 			dataDir := filepath.Join(dir, "data")
 			ports := freePorts(t, 5)
 			args := []string{"start", "--data-dir", dataDir, "--admin-kubeconfig", filepath.Join(dir, "admin.kubeconfig"),
-				"--advertise-address", "127.0.0.1", "--bind-address", "127.0.0.1", "--api-port", strconv.Itoa(ports[0]),
+				"--bind-address", "127.0.0.1", "--api-port", strconv.Itoa(ports[0]),
 				"--etcd-client-port", strconv.Itoa(ports[1]), "--etcd-peer-port", strconv.Itoa(ports[2]),
 				"--controller-manager-port", strconv.Itoa(ports[3]), "--scheduler-port", strconv.Itoa(ports[4])}
 			if tc.config != "" {

@@ -64,7 +64,6 @@ func newControlPlane(t *testing.T, extraArgs ...string) *controlPlane {
 	}
 	writeFile(t, cp.configFile, fmt.Sprintf(`apiVersion: vcluster-standalone.io/v1alpha1
 kind: ControlPlaneConfig
-advertiseAddress: 127.0.0.1
 bindAddress: 127.0.0.1
 apiPort: %d
 dataDir: %s
