@@ -60,6 +60,9 @@ func TestServiceUnitAsInstalled(t *testing.T) {
 	if mode := mustInNode(t, cpNode, "stat", "-c", "%a", "/etc/vcluster-standalone/admin.kubeconfig"); mode != "600" {
 		t.Errorf("admin kubeconfig mode = %q, want 600", mode)
 	}
+	if r := inNode(t, cpNode, "systemd-analyze", "verify", "/etc/systemd/system/vcluster-standalone.service"); r.code != 0 || r.stderr != "" {
+		t.Errorf("systemd-analyze verify: %s", r)
+	}
 	// The unit on disk is byte for byte what the installed binary embeds.
 	onDisk := mustInNode(t, cpNode, "cat", "/etc/systemd/system/vcluster-standalone.service")
 	embedded := mustInNode(t, cpNode, "vcluster-standalone", "unit", "vcluster-standalone.service")
@@ -207,6 +210,9 @@ func TestInstallErrorsAreOneLine(t *testing.T) {
 			"--ca-cert-hash", "sha256:" + strings.Repeat("a", 64)}, "--token must look like"},
 		{"join without CA pin", []string{"sh", installSh, "--join", "https://10.123.0.10:6443", "--token", "abcdef.0123456789abcdef"}, "--ca-cert-hash"},
 		{"missing binary", []string{"sh", installSh, "--binary-dir", "/nonexistent"}, "no vcluster-standalone binary in /nonexistent"},
+		{"join without node-agent", []string{"sh", installSh, "--binary-dir", "/nonexistent", "--join", "https://10.123.0.10:6443",
+			"--token", "abcdef.0123456789abcdef", "--ca-cert-hash", "sha256:" + strings.Repeat("a", 64)}, "no node-agent binary in /nonexistent"},
+		{"bad timeout", []string{"sh", installSh, "--timeout", "soon"}, "--timeout must be a number of seconds"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
