@@ -30,6 +30,7 @@ func TestDefaults(t *testing.T) {
 		"kind":              {c.Kind, ControlPlaneKind},
 		"etcd client port":  {itoa(c.Ports.EtcdClient), "2379"},
 		"api port":          {itoa(c.APIPort), "6443"},
+		"join port":         {itoa(c.JoinPort), "6444"},
 		"scheduler port":    {itoa(c.Ports.Scheduler), "10259"},
 		"controller-m port": {itoa(c.Ports.ControllerManager), "10257"},
 	}
@@ -82,6 +83,8 @@ func TestValidationErrors(t *testing.T) {
 		{"bind", func(c *ControlPlane) { c.BindAddress = "localhost" }, `bindAddress: invalid value "localhost"`},
 		{"port range", func(c *ControlPlane) { c.APIPort = 70000 }, `apiPort: invalid value "70000": must be a port between 1 and 65535`},
 		{"port clash", func(c *ControlPlane) { c.Ports.Scheduler = 6443 }, `ports.scheduler: invalid value "6443": already used by apiPort`},
+		{"join port range", func(c *ControlPlane) { c.JoinPort = -1 }, `joinPort: invalid value "-1": must be a port between 1 and 65535`},
+		{"join port clash", func(c *ControlPlane) { c.JoinPort = 6443 }, `joinPort: invalid value "6443": already used by apiPort`},
 		{"relative data dir", func(c *ControlPlane) { c.DataDir = "data" }, `dataDir: invalid value "data": must be an absolute path`},
 		{"san", func(c *ControlPlane) { c.ExtraSANs = []string{"ok.example.com", "not a name"} }, `extraSANs[1]: invalid value "not a name"`},
 		{"extra arg key", func(c *ControlPlane) { c.ExtraArgs.APIServer = map[string]string{"--v": "2"} }, `extraArgs.apiServer: invalid value "--v"`},
@@ -212,7 +215,7 @@ func TestEveryConfigKeyHasAFlag(t *testing.T) {
 	// config where every field is set in YAML.
 	out, _ := yaml.Marshal(c)
 	data := string(out)
-	for _, key := range []string{"advertiseAddress", "bindAddress", "apiPort", "dataDir", "adminKubeconfig", "podCIDR", "serviceCIDR", "clusterDNS", "clusterDomain", "etcdClient", "etcdPeer", "controllerManager", "scheduler", "extraSANs", "apiServer", "featureGates", "podSecurityStandard", "enabled"} {
+	for _, key := range []string{"advertiseAddress", "bindAddress", "apiPort", "joinPort", "dataDir", "adminKubeconfig", "podCIDR", "serviceCIDR", "clusterDNS", "clusterDomain", "etcdClient", "etcdPeer", "controllerManager", "scheduler", "extraSANs", "apiServer", "featureGates", "podSecurityStandard", "enabled"} {
 		if !strings.Contains(data, key+":") {
 			t.Errorf("config key %s is not set by any flag", key)
 		}

@@ -17,6 +17,7 @@ const (
 	DefaultAdminKubeconfig     = "/etc/vcluster-standalone/admin.kubeconfig"
 	DefaultBindAddress         = "0.0.0.0"
 	DefaultAPIPort             = 6443
+	DefaultJoinPort            = 6444
 	DefaultPodCIDR             = "10.244.0.0/16"
 	DefaultServiceCIDR         = "10.96.0.0/12"
 	DefaultClusterDomain       = "cluster.local"
@@ -51,6 +52,7 @@ func SetDefaults(c *ControlPlane, detectAddress func() (string, error)) {
 	}
 	setString(&c.BindAddress, DefaultBindAddress)
 	setInt(&c.APIPort, DefaultAPIPort)
+	setInt(&c.JoinPort, DefaultJoinPort)
 	setString(&c.DataDir, DefaultDataDir)
 	setString(&c.AdminKubeconfig, DefaultAdminKubeconfig)
 	setString(&c.Network.PodCIDR, DefaultPodCIDR)

@@ -82,6 +82,7 @@ func validatePorts(c *ControlPlane) []error {
 		port  int
 	}{
 		{"apiPort", c.APIPort},
+		{"joinPort", c.JoinPort},
 		{"ports.etcdClient", c.Ports.EtcdClient},
 		{"ports.etcdPeer", c.Ports.EtcdPeer},
 		{"ports.controllerManager", c.Ports.ControllerManager},

@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"math"
@@ -35,6 +36,13 @@ const (
 func CAPin(ca *x509.Certificate) string {
 	sum := sha256.Sum256(ca.RawSubjectPublicKeyInfo)
 	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// PublicKeyPin returns curl's --pinnedpubkey form of cert's key:
+// sha256//<base64 of the SHA-256 of the DER-encoded SubjectPublicKeyInfo>.
+func PublicKeyPin(cert *x509.Certificate) string {
+	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
+	return "sha256//" + base64.StdEncoding.EncodeToString(sum[:])
 }
 
 // newKey returns an ECDSA P-256 key: fast to generate on the cold-start path.

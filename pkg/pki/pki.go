@@ -22,6 +22,9 @@ const (
 	EtcdCA       = "etcd/ca"
 )
 
+// JoinEndpoint is the leaf the join endpoint serves with.
+const JoinEndpoint = "join-endpoint"
+
 // Identities the control plane's own clients authenticate as.
 const (
 	SuperAdminGroup   = "system:masters"
@@ -72,6 +75,15 @@ func Leaves(p Params) []CertSpec {
 			apiDNS = append(apiDNS, san)
 		}
 	}
+	joinDNS := []string{p.Hostname}
+	joinIPs := []net.IP{p.AdvertiseIP}
+	for _, san := range p.ExtraSANs {
+		if ip := net.ParseIP(san); ip != nil {
+			joinIPs = append(joinIPs, ip)
+		} else {
+			joinDNS = append(joinDNS, san)
+		}
+	}
 	return []CertSpec{
 		{Name: "apiserver", CA: ClusterCA, CommonName: "kube-apiserver", DNSNames: dedupe(apiDNS), IPs: dedupeIPs(apiIPs), Usages: serverUsage},
 		{Name: "apiserver-kubelet-client", CA: ClusterCA, CommonName: KubeletClientUser, Usages: clientUsage},
@@ -88,6 +100,9 @@ func Leaves(p Params) []CertSpec {
 		// on every start, and verifiable with the cluster CA.
 		{Name: "controller-manager-server", CA: ClusterCA, CommonName: "kube-controller-manager", DNSNames: []string{"localhost"}, IPs: loopback, Usages: serverUsage},
 		{Name: "scheduler-server", CA: ClusterCA, CommonName: "kube-scheduler", DNSNames: []string{"localhost"}, IPs: loopback, Usages: serverUsage},
+		// The join endpoint serves install.sh and node-agent; curl pins its
+		// public key (JoinEndpointPin), so it needs no CA the node trusts.
+		{Name: JoinEndpoint, CA: ClusterCA, CommonName: "vcluster-standalone-join", DNSNames: dedupe(joinDNS), IPs: dedupeIPs(joinIPs), Usages: serverUsage},
 	}
 }
 

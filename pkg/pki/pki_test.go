@@ -3,6 +3,7 @@ package pki
 import (
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
 	"maps"
 	"net"
@@ -160,11 +161,14 @@ func TestRenewalOnSANChange(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(events) != 1 || events[0].Name != "apiserver" || events[0].Action != "renewed: SANs changed" {
-		t.Fatalf("events %v, want only apiserver renewed for its SANs", events)
+	want := []Event{{Name: "apiserver", Action: "renewed: SANs changed"}, {Name: JoinEndpoint, Action: "renewed: SANs changed"}}
+	if !slices.Equal(events, want) {
+		t.Fatalf("events %v, want only the apiserver and join endpoint renewed for their SANs", events)
 	}
-	if err := b.Leaves["apiserver"].Cert.VerifyHostname("new.example.com"); err != nil {
-		t.Fatal(err)
+	for _, name := range []string{"apiserver", JoinEndpoint} {
+		if err := b.Leaves[name].Cert.VerifyHostname("new.example.com"); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
@@ -188,6 +192,32 @@ func TestCAPinMatchesKubeadm(t *testing.T) {
 	}
 	if err := pins.CheckAny([]*x509.Certificate{b.CAs[EtcdCA].Cert}); err == nil {
 		t.Fatal("pin of the cluster CA matched another CA")
+	}
+}
+
+func TestJoinEndpointCertAndPin(t *testing.T) {
+	b, _, err := Ensure(testParams(t), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := b.Leaves[JoinEndpoint].Cert
+	for _, host := range []string{"192.0.2.10", "cp-1", "api.example.com", "198.51.100.7"} {
+		if err := cert.VerifyHostname(host); err != nil {
+			t.Errorf("join endpoint cert: %v", err)
+		}
+	}
+	if cert.VerifyHostname("127.0.0.1") == nil {
+		t.Error("join endpoint cert must not name loopback")
+	}
+	if !slices.Equal(cert.ExtKeyUsage, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}) {
+		t.Errorf("usages %v, want server auth only", cert.ExtKeyUsage)
+	}
+	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
+	if got, want := PublicKeyPin(cert), "sha256//"+base64.StdEncoding.EncodeToString(sum[:]); got != want {
+		t.Fatalf("pin %s, want %s", got, want)
+	}
+	if PublicKeyPin(cert) == PublicKeyPin(b.CAs[ClusterCA].Cert) {
+		t.Fatal("pins of different keys are equal")
 	}
 }
 
