@@ -8,7 +8,7 @@ KUBE_MAJOR := 1
 KUBE_MINOR := 36
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 # The last commit's date, not now: rebuilding unchanged sources gives the same binary.
-BUILD_DATE := $(shell git log -1 --format=%cd --date=format-local:%Y-%m-%dT%H:%M:%SZ 2>/dev/null || echo 1970-01-01T00:00:00Z)
+BUILD_DATE := $(shell TZ=UTC git log -1 --format=%cd --date=format-local:%Y-%m-%dT%H:%M:%SZ 2>/dev/null || echo 1970-01-01T00:00:00Z)
 
 # Every embedded Kubernetes component reports KUBE_VERSION; without these the
 # components say v0.0.0-master and version-skew checks misbehave.
