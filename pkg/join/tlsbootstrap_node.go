@@ -1,0 +1,222 @@
+package join
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
+)
+
+// NodeUnit is the systemd unit join installs and enables.
+const NodeUnit = "node-agent.service"
+
+// ServiceManager is the part of systemd join needs; Systemctl is the real one.
+type ServiceManager interface {
+	DaemonReload(ctx context.Context) error
+	Enable(ctx context.Context, unit string) error
+	Start(ctx context.Context, unit string) error
+}
+
+// Systemctl runs the systemctl binary at Path.
+type Systemctl struct{ Path string }
+
+func (s Systemctl) run(ctx context.Context, args ...string) error {
+	out, err := exec.CommandContext(ctx, s.Path, args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("systemctl %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(strings.ReplaceAll(string(out), "\n", " ")))
+	}
+	return nil
+}
+
+func (s Systemctl) DaemonReload(ctx context.Context) error { return s.run(ctx, "daemon-reload") }
+func (s Systemctl) Enable(ctx context.Context, unit string) error {
+	return s.run(ctx, "enable", "--quiet", unit)
+}
+func (s Systemctl) Start(ctx context.Context, unit string) error {
+	return s.run(ctx, "restart", "--no-block", unit)
+}
+
+// NodeJoin is one `node-agent join`: discovery and TLS bootstrap once, then
+// the node's config, credentials and unit. Every path is injectable, so tests
+// join a real control plane without touching /etc.
+type NodeJoin struct {
+	Node         *config.Node // resolved and validated: server, nodeName, dataDir
+	ConfigFile   string       // where the node config is written (/etc/node-agent/config.yaml)
+	UnitDir      string       // where the unit is written (/etc/systemd/system)
+	Unit         []byte       // the unit text, from the binary's embedded units
+	Token        string
+	CACertHashes []string
+	Services     ServiceManager
+	// Start starts the service after enabling it; false only enables it.
+	Start bool
+	// SignatureWait, ConnectTimeout and ApprovalTimeout bound the waits.
+	SignatureWait, ConnectTimeout, ApprovalTimeout time.Duration
+	Out                                            io.Writer // progress lines
+	Now                                            func() time.Time
+}
+
+// NodeJoinResult tells what a join did.
+type NodeJoinResult struct {
+	AlreadyJoined bool
+	CSRName       string
+	Discovery     time.Duration // to a verified cluster-info
+	Approval      time.Duration // from CSR creation to the issued certificate
+	Total         time.Duration
+}
+
+// ErrJoinedElsewhere means the node already belongs to another server or name.
+var ErrJoinedElsewhere = errors.New("already joined elsewhere")
+
+// Run joins the node. On a node that already joined the same server under the
+// same name it says so and changes nothing. A half-finished join (any file
+// missing or invalid) is simply done again; the config file is written last.
+func (j *NodeJoin) Run(ctx context.Context) (*NodeJoinResult, error) {
+	begin := time.Now()
+	now := time.Now
+	if j.Now != nil {
+		now = j.Now
+	}
+	token, err := ParseBootstrapToken(j.Token)
+	if err != nil {
+		return nil, err
+	}
+	if done, err := j.alreadyJoined(now()); err != nil {
+		return nil, err
+	} else if done {
+		return &NodeJoinResult{AlreadyJoined: true}, nil
+	}
+
+	d := &Discovery{Server: j.Node.Server, Token: token, CACertHashes: j.CACertHashes,
+		SignatureWait: j.SignatureWait, ConnectTimeout: j.ConnectTimeout}
+	cluster, err := d.Discover(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res := &NodeJoinResult{Discovery: time.Since(begin)}
+	j.say("discovery: cluster-info verified (signed with token %s, CA pinned) in %.2fs", token.ID, res.Discovery.Seconds())
+
+	client, err := BootstrapClient(cluster, token)
+	if err != nil {
+		return nil, err
+	}
+	approvalCtx, cancel := context.WithTimeout(ctx, j.ApprovalTimeout)
+	defer cancel()
+	csrStart := time.Now()
+	cert, err := RequestKubeletClientCert(approvalCtx, client, j.Node.NodeName, cluster.CA)
+	if err != nil {
+		return nil, err
+	}
+	res.CSRName, res.Approval = cert.CSRName, time.Since(csrStart)
+	j.say("TLS bootstrap: CSR %s for %s%s approved and issued in %.2fs", cert.CSRName, NodeUserPrefix, j.Node.NodeName, res.Approval.Seconds())
+
+	if err := j.writeFiles(cluster, cert); err != nil {
+		return nil, err
+	}
+	if err := j.enable(ctx); err != nil {
+		return nil, err
+	}
+	res.Total = time.Since(begin)
+	j.say("node %s joined %s in %.2fs", j.Node.NodeName, j.Node.Server, res.Total.Seconds())
+	return res, nil
+}
+
+// alreadyJoined reports whether the node config and valid credentials for
+// this server and name are in place. A different server or name is an error.
+func (j *NodeJoin) alreadyJoined(now time.Time) (bool, error) {
+	existing, err := config.LoadNode(j.ConfigFile, true)
+	if err != nil || existing.Server == "" {
+		return false, nil // nothing usable: join (again)
+	}
+	config.SetNodeDefaults(existing, nil)
+	cert, err := LoadKubeletClientCert(existing.PKIDir(), existing.CAFile(), existing.NodeName, now)
+	if err != nil {
+		return false, nil // half-finished or expired: join again
+	}
+	if _, err := os.Stat(existing.KubeletKubeconfig()); err != nil {
+		return false, nil
+	}
+	if existing.Server != j.Node.Server || existing.NodeName != j.Node.NodeName {
+		return false, fmt.Errorf("%w: this node already joined %s as %s; reset it (node-agent reset, or vcluster-standalone-uninstall.sh) before joining %s as %s",
+			ErrJoinedElsewhere, existing.Server, existing.NodeName, j.Node.Server, j.Node.NodeName)
+	}
+	j.say("this node already joined %s as %s (client certificate valid until %s); nothing changed",
+		existing.Server, existing.NodeName, cert.NotAfter.UTC().Format(time.RFC3339))
+	return true, nil
+}
+
+// writeFiles writes the CA, the client certificate, the kubelet kubeconfig,
+// the unit and, last, the node config that marks the join as done.
+func (j *NodeJoin) writeFiles(cluster *DiscoveredCluster, cert *KubeletClientCert) error {
+	n := j.Node
+	if err := os.MkdirAll(n.DataDir, 0o700); err != nil {
+		return fmt.Errorf("failed to create %s: %v", n.DataDir, err)
+	}
+	if err := pki.WriteFileAtomic(n.CAFile(), cluster.CAPEM, 0o644); err != nil {
+		return fmt.Errorf("failed to write %s: %v", n.CAFile(), err)
+	}
+	certFile, err := StoreKubeletClientCert(n.PKIDir(), cert)
+	if err != nil {
+		return err
+	}
+	kubeconfig, err := KubeletKubeconfig(n.Server, n.CAFile(), certFile)
+	if err != nil {
+		return err
+	}
+	if err := pki.WriteFileAtomic(n.KubeletKubeconfig(), kubeconfig, 0o600); err != nil {
+		return fmt.Errorf("failed to write %s: %v", n.KubeletKubeconfig(), err)
+	}
+	unitPath := filepath.Join(j.UnitDir, NodeUnit)
+	if err := os.MkdirAll(j.UnitDir, 0o755); err != nil {
+		return fmt.Errorf("failed to create %s: %v", j.UnitDir, err)
+	}
+	if err := pki.WriteIfChanged(unitPath, j.Unit, 0o644); err != nil {
+		return fmt.Errorf("failed to write %s: %v", unitPath, err)
+	}
+	data, err := config.MarshalNode(n)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(j.ConfigFile), 0o755); err != nil {
+		return fmt.Errorf("failed to create %s: %v", filepath.Dir(j.ConfigFile), err)
+	}
+	if err := pki.WriteFileAtomic(j.ConfigFile, data, 0o644); err != nil {
+		return fmt.Errorf("failed to write %s: %v", j.ConfigFile, err)
+	}
+	j.say("wrote %s, %s (0600), %s and %s", j.ConfigFile, certFile, n.KubeletKubeconfig(), unitPath)
+	return nil
+}
+
+func (j *NodeJoin) enable(ctx context.Context) error {
+	if j.Services == nil {
+		return nil
+	}
+	if err := j.Services.DaemonReload(ctx); err != nil {
+		return err
+	}
+	if err := j.Services.Enable(ctx, NodeUnit); err != nil {
+		return err
+	}
+	if !j.Start {
+		j.say("%s enabled; it starts at boot (not started now)", NodeUnit)
+		return nil
+	}
+	if err := j.Services.Start(ctx, NodeUnit); err != nil {
+		return err
+	}
+	j.say("%s enabled and started", NodeUnit)
+	return nil
+}
+
+func (j *NodeJoin) say(format string, args ...any) {
+	if j.Out != nil {
+		fmt.Fprintf(j.Out, "[join] "+format+"\n", args...)
+	}
+}
