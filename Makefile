@@ -25,6 +25,7 @@ all: build
 build:
 	@mkdir -p $(BIN)
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/vcluster-standalone ./cmd/vcluster-standalone
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/node-agent ./cmd/node-agent
 
 # Unit tests run beside the code; integration tests start the real binary on free ports.
 test: build vet

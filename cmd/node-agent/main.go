@@ -1,0 +1,86 @@
+// Command node-agent joins a machine to a vcluster-standalone cluster and (with
+// the node-runtime issue) runs its node components.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/version"
+	"github.com/vcluster-standalone/vcluster-standalone/systemd"
+)
+
+func main() {
+	root := newRootCommand()
+	if err := root.Execute(); err != nil {
+		fmt.Fprintf(os.Stderr, "error: %s\n", strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", " "))
+		os.Exit(1)
+	}
+}
+
+func newRootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "node-agent",
+		Short:         "The vcluster-standalone node agent: joins this machine to a cluster",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Example: `  # join with the line printed by ` + "`vcluster-standalone token create`" + `
+  node-agent join --server https://192.0.2.10:6443 --token abcdef.0123456789abcdef --ca-cert-hash sha256:<64 hex>`,
+	}
+	root.CompletionOptions.DisableDefaultCmd = true
+	root.AddCommand(newJoinCommand(), newVersionCommand(), newUnitCommand())
+	return root
+}
+
+func newVersionCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:     "version",
+		Short:   "Print the version of node-agent and of the Kubernetes components it embeds",
+		Example: "  node-agent version",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			k8s := version.Kubernetes()
+			if k8s == "v0.0.0-master" {
+				return errors.New("this binary was built without version ldflags; build it with `make build`")
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintf(w, "node-agent\t%s\n", version.Version)
+			fmt.Fprintf(w, "kubernetes\t%s\n", k8s)
+			return w.Flush()
+		},
+	}
+}
+
+// newUnitCommand prints the systemd units embedded in the binary, so installers
+// write exactly the unit that was built and tested with it.
+func newUnitCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "unit [NAME]",
+		Short: "Print an embedded systemd unit file (or list them)",
+		Long: "Print the systemd unit file NAME embedded in this binary, as `join` writes it.\n" +
+			"Without NAME, list the embedded units. The .service suffix may be omitted.",
+		Example: "  # list embedded units\n  node-agent unit\n\n" +
+			"  # print the node unit\n  node-agent unit node-agent.service",
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			out := cmd.OutOrStdout()
+			if len(args) == 0 {
+				for _, n := range systemd.Names() {
+					fmt.Fprintln(out, n)
+				}
+				return nil
+			}
+			text, err := systemd.Unit(args[0])
+			if err != nil {
+				return err
+			}
+			_, err = out.Write(text)
+			return err
+		},
+	}
+}
