@@ -168,7 +168,11 @@ fetch_binary() {
 		command -v curl >/dev/null 2>&1 || die "curl not found; needed for --url"
 		info "downloading $URL/$1"
 		if [ -n "$PIN" ]; then
-			curl -fsSL --pinnedpubkey "$PIN" -o "$2" "$URL/$1" || die "download of $URL/$1 failed"
+			# The pinned public key authenticates the server (the join endpoint's
+			# certificate is from the cluster CA, which this machine does not
+			# trust yet), so -k only skips the CA check; curl still refuses any
+			# other key before sending a byte.
+			curl -fsSLk --pinnedpubkey "$PIN" -o "$2" "$URL/$1" || die "download of $URL/$1 failed (is --pinned-pubkey the one token create printed?)"
 		else
 			curl -fsSL -o "$2" "$URL/$1" || die "download of $URL/$1 failed"
 		fi

@@ -40,6 +40,7 @@ func newRootCommand() *cobra.Command {
 		newStatusCommand(),
 		newCertsCommand(),
 		newUnitCommand(),
+		newTokenCommand(),
 	)
 	return root
 }

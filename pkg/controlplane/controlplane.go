@@ -13,12 +13,15 @@ import (
 	"strconv"
 	"time"
 
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
+	"github.com/vcluster-standalone/vcluster-standalone/packaging"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/component"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
 )
 
@@ -184,13 +187,29 @@ func newComponents(c *config.ControlPlane, paths Paths) ([]component.Component, 
 	if err != nil {
 		return nil, err
 	}
-	return []component.Component{
+	components := []component.Component{
 		newEtcd(paths, c.Ports.EtcdClient, c.Ports.EtcdPeer),
 		&apiServer{upstreamServer{args: mergeArgs(apiServerArgs(c, paths, encryption), c.ExtraArgs.APIServer), health: apiHealth, stopTimeout: 30 * time.Second}},
 		&controllerManager{upstreamServer{args: mergeArgs(controllerManagerArgs(c, paths), c.ExtraArgs.ControllerManager), health: cmHealth, stopTimeout: 20 * time.Second}},
 		&scheduler{upstreamServer{args: mergeArgs(schedulerArgs(c, paths), c.ExtraArgs.Scheduler), health: schedHealth, stopTimeout: 20 * time.Second}},
 		&bootstrapObjects{kubeconfig: paths.Kubeconfig("super-admin")},
-	}, nil
+	}
+	return append(components, joinComponents(c, paths, superAdmin)...), nil
+}
+
+// joinComponents serve joining nodes: RBAC and cluster-info, the kubelet
+// serving-CSR approver, and the join endpoint (install.sh, node-agent).
+func joinComponents(c *config.ControlPlane, paths Paths, superAdmin *rest.Config) []component.Component {
+	client := func() (kubernetes.Interface, error) { return kubernetes.NewForConfig(superAdmin) }
+	return []component.Component{
+		&join.ClusterObjects{Client: client, Server: "https://" + net.JoinHostPort(c.AdvertiseAddress, strconv.Itoa(c.APIPort)), CAFile: paths.Cert(pki.ClusterCA)},
+		&join.ServingApprover{Client: client},
+		&join.Endpoint{
+			Addr:     net.JoinHostPort(c.AdvertiseAddress, strconv.Itoa(c.JoinPort)),
+			CertFile: paths.Cert(pki.JoinEndpoint), KeyFile: paths.Key(pki.JoinEndpoint),
+			InstallScript: packaging.InstallScript, NodeAgent: join.NodeAgentBesideExecutable(),
+		},
+	}
 }
 
 // loopbackProbeConfig trusts the cluster CA and sends no credentials: the

@@ -1,0 +1,235 @@
+package join
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"reflect"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apiserver/pkg/authentication/user"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
+)
+
+// Names of the objects EnsureClusterObjects manages.
+const (
+	BootstrapperBinding   = "vcluster-standalone:kubelet-bootstrap"
+	AutoApproveBinding    = "vcluster-standalone:node-autoapprove-bootstrap"
+	AutoRenewBinding      = "vcluster-standalone:node-autoapprove-certificate-rotation"
+	GetNodesRole          = "vcluster-standalone:get-nodes"
+	ClusterInfoReaderRole = "vcluster-standalone:bootstrap-signer-clusterinfo"
+
+	nodeClientApprovalRole = "system:certificates.k8s.io:certificatesigningrequests:nodeclient"
+	selfNodeClientRole     = "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient"
+)
+
+var managedBy = map[string]string{"app.kubernetes.io/managed-by": "vcluster-standalone"}
+
+// ClusterInfoKubeconfig is the kubeconfig published in kube-public/cluster-info:
+// the API server URL and the cluster CA, no credentials (kubeadm's format).
+func ClusterInfoKubeconfig(server string, caPEM []byte) ([]byte, error) {
+	cfg := &clientcmdapi.Config{Clusters: map[string]*clientcmdapi.Cluster{
+		"": {Server: server, CertificateAuthorityData: caPEM},
+	}}
+	return clientcmd.Write(*cfg)
+}
+
+// EnsureClusterObjects creates or repairs what joining nodes rely on: the
+// RBAC of bootstrap tokens and nodes, and the cluster-info ConfigMap that
+// bootstrapsigner signs with every token, readable anonymously.
+func EnsureClusterObjects(ctx context.Context, client kubernetes.Interface, server string, caPEM []byte) error {
+	kubeconfig, err := ClusterInfoKubeconfig(server, caPEM)
+	if err != nil {
+		return err
+	}
+	if err := ensureClusterInfo(ctx, client, string(kubeconfig)); err != nil {
+		return err
+	}
+	for _, cr := range []*rbacv1.ClusterRole{{
+		ObjectMeta: metav1.ObjectMeta{Name: GetNodesRole, Labels: managedBy},
+		// node-agent join checks whether a Node of its name is already there.
+		Rules: []rbacv1.PolicyRule{{Verbs: []string{"get"}, APIGroups: []string{""}, Resources: []string{"nodes"}}},
+	}} {
+		if err := ensureClusterRole(ctx, client, cr); err != nil {
+			return err
+		}
+	}
+	for _, crb := range []*rbacv1.ClusterRoleBinding{
+		clusterRoleBinding(BootstrapperBinding, "system:node-bootstrapper", NodeBootstrapGroup),
+		clusterRoleBinding(AutoApproveBinding, nodeClientApprovalRole, NodeBootstrapGroup),
+		clusterRoleBinding(AutoRenewBinding, selfNodeClientRole, user.NodesGroup),
+		clusterRoleBinding(GetNodesRole, GetNodesRole, NodeBootstrapGroup),
+	} {
+		if err := ensureClusterRoleBinding(ctx, client, crb); err != nil {
+			return err
+		}
+	}
+	role := &rbacv1.Role{
+		ObjectMeta: metav1.ObjectMeta{Name: ClusterInfoReaderRole, Namespace: metav1.NamespacePublic, Labels: managedBy},
+		Rules: []rbacv1.PolicyRule{{
+			Verbs: []string{"get"}, APIGroups: []string{""}, Resources: []string{"configmaps"},
+			ResourceNames: []string{bootstrapapi.ConfigMapClusterInfo},
+		}},
+	}
+	if err := ensureRole(ctx, client, role); err != nil {
+		return err
+	}
+	return ensureRoleBinding(ctx, client, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: ClusterInfoReaderRole, Namespace: metav1.NamespacePublic, Labels: managedBy},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: ClusterInfoReaderRole},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: user.Anonymous}},
+	})
+}
+
+// ensureClusterInfo writes the kubeconfig key and keeps the JWS signatures
+// bootstrapsigner adds (it re-signs when the content changes).
+func ensureClusterInfo(ctx context.Context, client kubernetes.Interface, kubeconfig string) error {
+	api := client.CoreV1().ConfigMaps(metav1.NamespacePublic)
+	cm := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: bootstrapapi.ConfigMapClusterInfo, Namespace: metav1.NamespacePublic, Labels: managedBy},
+		Data:       map[string]string{bootstrapapi.KubeConfigKey: kubeconfig},
+	}
+	_, err := api.Create(ctx, cm, metav1.CreateOptions{})
+	if !apierrors.IsAlreadyExists(err) {
+		return wrap(err, "create", "ConfigMap kube-public/cluster-info")
+	}
+	existing, err := api.Get(ctx, cm.Name, metav1.GetOptions{})
+	if err != nil {
+		return wrap(err, "read", "ConfigMap kube-public/cluster-info")
+	}
+	if existing.Data[bootstrapapi.KubeConfigKey] == kubeconfig {
+		return nil
+	}
+	if existing.Data == nil {
+		existing.Data = map[string]string{}
+	}
+	existing.Data[bootstrapapi.KubeConfigKey] = kubeconfig
+	_, err = api.Update(ctx, existing, metav1.UpdateOptions{})
+	return wrap(err, "update", "ConfigMap kube-public/cluster-info")
+}
+
+func clusterRoleBinding(name, role, group string) *rbacv1.ClusterRoleBinding {
+	return &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: managedBy},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.GroupKind, Name: group}},
+	}
+}
+
+func ensureClusterRole(ctx context.Context, client kubernetes.Interface, want *rbacv1.ClusterRole) error {
+	api := client.RbacV1().ClusterRoles()
+	_, err := api.Create(ctx, want, metav1.CreateOptions{})
+	if !apierrors.IsAlreadyExists(err) {
+		return wrap(err, "create", "ClusterRole "+want.Name)
+	}
+	got, err := api.Get(ctx, want.Name, metav1.GetOptions{})
+	if err != nil || reflect.DeepEqual(got.Rules, want.Rules) {
+		return wrap(err, "read", "ClusterRole "+want.Name)
+	}
+	got.Rules = want.Rules
+	_, err = api.Update(ctx, got, metav1.UpdateOptions{})
+	return wrap(err, "update", "ClusterRole "+want.Name)
+}
+
+func ensureRole(ctx context.Context, client kubernetes.Interface, want *rbacv1.Role) error {
+	api := client.RbacV1().Roles(want.Namespace)
+	_, err := api.Create(ctx, want, metav1.CreateOptions{})
+	if !apierrors.IsAlreadyExists(err) {
+		return wrap(err, "create", "Role "+want.Name)
+	}
+	got, err := api.Get(ctx, want.Name, metav1.GetOptions{})
+	if err != nil || reflect.DeepEqual(got.Rules, want.Rules) {
+		return wrap(err, "read", "Role "+want.Name)
+	}
+	got.Rules = want.Rules
+	_, err = api.Update(ctx, got, metav1.UpdateOptions{})
+	return wrap(err, "update", "Role "+want.Name)
+}
+
+// ensureClusterRoleBinding creates want or restores its subjects; a changed
+// roleRef is immutable, so such a binding is recreated.
+func ensureClusterRoleBinding(ctx context.Context, client kubernetes.Interface, want *rbacv1.ClusterRoleBinding) error {
+	api := client.RbacV1().ClusterRoleBindings()
+	_, err := api.Create(ctx, want, metav1.CreateOptions{})
+	if !apierrors.IsAlreadyExists(err) {
+		return wrap(err, "create", "ClusterRoleBinding "+want.Name)
+	}
+	got, err := api.Get(ctx, want.Name, metav1.GetOptions{})
+	if err != nil {
+		return wrap(err, "read", "ClusterRoleBinding "+want.Name)
+	}
+	if got.RoleRef != want.RoleRef {
+		if err := api.Delete(ctx, want.Name, metav1.DeleteOptions{}); err != nil {
+			return wrap(err, "replace", "ClusterRoleBinding "+want.Name)
+		}
+		return ensureClusterRoleBinding(ctx, client, want)
+	}
+	if reflect.DeepEqual(got.Subjects, want.Subjects) {
+		return nil
+	}
+	got.Subjects = want.Subjects
+	_, err = api.Update(ctx, got, metav1.UpdateOptions{})
+	return wrap(err, "update", "ClusterRoleBinding "+want.Name)
+}
+
+func ensureRoleBinding(ctx context.Context, client kubernetes.Interface, want *rbacv1.RoleBinding) error {
+	api := client.RbacV1().RoleBindings(want.Namespace)
+	_, err := api.Create(ctx, want, metav1.CreateOptions{})
+	if !apierrors.IsAlreadyExists(err) {
+		return wrap(err, "create", "RoleBinding "+want.Name)
+	}
+	got, err := api.Get(ctx, want.Name, metav1.GetOptions{})
+	if err != nil {
+		return wrap(err, "read", "RoleBinding "+want.Name)
+	}
+	if got.RoleRef != want.RoleRef {
+		if err := api.Delete(ctx, want.Name, metav1.DeleteOptions{}); err != nil {
+			return wrap(err, "replace", "RoleBinding "+want.Name)
+		}
+		return ensureRoleBinding(ctx, client, want)
+	}
+	if reflect.DeepEqual(got.Subjects, want.Subjects) {
+		return nil
+	}
+	got.Subjects = want.Subjects
+	_, err = api.Update(ctx, got, metav1.UpdateOptions{})
+	return wrap(err, "update", "RoleBinding "+want.Name)
+}
+
+// wrap returns nil for nil, else "failed to <verb> <object>: err".
+func wrap(err error, verb, object string) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("failed to %s %s: %w", verb, object, err)
+}
+
+// ClusterObjects is the component that runs EnsureClusterObjects once the
+// API server is up.
+type ClusterObjects struct {
+	Client func() (kubernetes.Interface, error)
+	Server string // https://<advertiseAddress>:<apiPort>
+	CAFile string // the cluster CA certificate (PEM)
+}
+
+func (c *ClusterObjects) Name() string               { return "join objects" }
+func (c *ClusterObjects) Init(context.Context) error { return nil }
+func (c *ClusterObjects) Stop() error                { return nil }
+
+func (c *ClusterObjects) Start(ctx context.Context) error {
+	caPEM, err := os.ReadFile(c.CAFile)
+	if err != nil {
+		return fmt.Errorf("failed to read the cluster CA: %w", err)
+	}
+	client, err := c.Client()
+	if err != nil {
+		return err
+	}
+	return EnsureClusterObjects(ctx, client, c.Server, caPEM)
+}

@@ -1,0 +1,95 @@
+package join
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	certutil "k8s.io/client-go/util/cert"
+	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
+
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
+)
+
+// JoinLine holds what a node needs to join; it renders the forms that
+// `token create` prints.
+type JoinLine struct {
+	Host        string // the control plane's advertise address
+	APIPort     int
+	JoinPort    int
+	Token       string // id.secret
+	CAHash      string // sha256:<hex>, the cluster CA's pin
+	EndpointPin string // sha256//<base64>, the join endpoint's public-key pin
+}
+
+// APIServer is the API server URL nodes join.
+func (j JoinLine) APIServer() string {
+	return "https://" + net.JoinHostPort(j.Host, strconv.Itoa(j.APIPort))
+}
+
+// EndpointURL is the join endpoint's base URL.
+func (j JoinLine) EndpointURL() string {
+	return "https://" + net.JoinHostPort(j.Host, strconv.Itoa(j.JoinPort))
+}
+
+// NodeAgentCommand is the join command for a machine with node-agent installed.
+func (j JoinLine) NodeAgentCommand() string {
+	return fmt.Sprintf("node-agent join --server %s --token %s --ca-cert-hash %s", j.APIServer(), j.Token, j.CAHash)
+}
+
+// InstallArgs are install.sh's flags: download node-agent from the join
+// endpoint (pinned) and join.
+func (j JoinLine) InstallArgs() string {
+	return fmt.Sprintf("--url %s/bin --pinned-pubkey '%s' --join %s --token %s --ca-cert-hash %s",
+		j.EndpointURL(), j.EndpointPin, j.APIServer(), j.Token, j.CAHash)
+}
+
+// CurlCommand is the one-line join. -k only skips the CA check: the pinned
+// public key authenticates the endpoint, so curl refuses any other server.
+func (j JoinLine) CurlCommand() string {
+	return fmt.Sprintf("curl -fsSk --pinnedpubkey '%s' %s/install.sh | sh -s - %s", j.EndpointPin, j.EndpointURL(), j.InstallArgs())
+}
+
+// LoadJoinLine builds the join line for token from what the cluster
+// publishes in kube-public/cluster-info (API server URL and CA) and the join
+// endpoint's certificate, so it matches what nodes will see.
+func LoadJoinLine(ctx context.Context, client kubernetes.Interface, token string, joinPort int, endpointCertFile string) (JoinLine, error) {
+	cm, err := client.CoreV1().ConfigMaps(metav1.NamespacePublic).Get(ctx, bootstrapapi.ConfigMapClusterInfo, metav1.GetOptions{})
+	if err != nil {
+		return JoinLine{}, fmt.Errorf("failed to read kube-public/cluster-info: %w", err)
+	}
+	cfg, err := clientcmd.Load([]byte(cm.Data[bootstrapapi.KubeConfigKey]))
+	if err != nil || len(cfg.Clusters) != 1 {
+		return JoinLine{}, fmt.Errorf("kube-public/cluster-info holds no valid kubeconfig; restart the control plane to rewrite it")
+	}
+	var cluster *clientcmdapi.Cluster
+	for _, c := range cfg.Clusters {
+		cluster = c
+	}
+	u, err := url.Parse(cluster.Server)
+	if err != nil || u.Hostname() == "" {
+		return JoinLine{}, fmt.Errorf("kube-public/cluster-info: invalid server %q", cluster.Server)
+	}
+	apiPort, err := strconv.Atoi(u.Port())
+	if err != nil {
+		apiPort = 443
+	}
+	cas, err := certutil.ParseCertsPEM(cluster.CertificateAuthorityData)
+	if err != nil || len(cas) == 0 {
+		return JoinLine{}, fmt.Errorf("kube-public/cluster-info holds no CA certificate; restart the control plane to rewrite it")
+	}
+	endpoint, err := certutil.CertsFromFile(endpointCertFile)
+	if err != nil {
+		return JoinLine{}, fmt.Errorf("failed to read the join endpoint certificate: %w", err)
+	}
+	return JoinLine{
+		Host: u.Hostname(), APIPort: apiPort, JoinPort: joinPort, Token: token,
+		CAHash: pki.CAPin(cas[0]), EndpointPin: pki.PublicKeyPin(endpoint[0]),
+	}, nil
+}
