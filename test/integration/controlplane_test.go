@@ -43,10 +43,25 @@ func TestStartUseRestart(t *testing.T) {
 		t.Fatalf("server version %v %v", info, err)
 	}
 
-	client := cp.client()
-	if _, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "demo"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
+	// A plain kubectl with the kubeconfig start wrote, and one printed by
+	// `kubeconfig --server`, both work.
+	if out, stderr, err := cp.run("kubectl", "--kubeconfig", cp.kubeconfig, "create", "namespace", "demo"); err != nil {
+		t.Fatalf("kubectl create namespace: %v %s %s", err, out, stderr)
 	}
+	printed, stderr, err := cp.run("kubeconfig", "--server", fmt.Sprintf("https://localhost:%d", cp.apiPort))
+	if err != nil || !strings.Contains(printed, fmt.Sprintf("server: https://localhost:%d", cp.apiPort)) {
+		t.Fatalf("kubeconfig --server: %v %s\n%s", err, stderr, printed)
+	}
+	printedPath := filepath.Join(cp.dir, "printed.kubeconfig")
+	writeFile(t, printedPath, printed)
+	if out, stderr, err := cp.run("kubectl", "--kubeconfig", printedPath, "get", "namespace", "demo", "-o", "name"); err != nil || strings.TrimSpace(out) != "namespace/demo" {
+		t.Fatalf("printed kubeconfig does not work: %v %s %s", err, out, stderr)
+	}
+	if _, stderr, err := cp.run("kubeconfig", "--server", "http://insecure:6443"); err == nil || !strings.Contains(stderr, "must be an https URL") {
+		t.Fatalf("kubeconfig --server with http must fail with one line: %v %s", err, stderr)
+	}
+
+	client := cp.client()
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "keep", Namespace: "demo"}, Data: map[string]string{"k": "v"}}
 	if _, err := client.CoreV1().ConfigMaps("demo").Create(ctx, cm, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -69,6 +84,11 @@ func TestStartUseRestart(t *testing.T) {
 		if !strings.Contains(out, name) {
 			t.Errorf("status does not list %s:\n%s", name, out)
 		}
+	}
+
+	out, stderr, err = cp.run("certs", "check", "--config", cp.configFile)
+	if err != nil || !strings.Contains(out, "apiserver-etcd-client") || strings.Contains(out, "missing") {
+		t.Fatalf("certs check: %v\n%s%s", err, out, stderr)
 	}
 
 	before := fileDigests(t, filepath.Join(cp.dataDir, "pki"))
