@@ -1,0 +1,95 @@
+package join
+
+import (
+	"context"
+	"testing"
+
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+var testCAPEM = []byte("-----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----\n")
+
+func TestEnsureClusterObjects(t *testing.T) {
+	ctx := context.Background()
+	client := fake.NewClientset()
+	if err := EnsureClusterObjects(ctx, client, "https://192.0.2.10:6443", testCAPEM); err != nil {
+		t.Fatal(err)
+	}
+	cm, err := client.CoreV1().ConfigMaps("kube-public").Get(ctx, "cluster-info", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := clientcmd.Load([]byte(cm.Data["kubeconfig"]))
+	if err != nil || len(cfg.Clusters) != 1 || cfg.Clusters[""] == nil || cfg.Clusters[""].Server != "https://192.0.2.10:6443" ||
+		string(cfg.Clusters[""].CertificateAuthorityData) != string(testCAPEM) || len(cfg.AuthInfos) != 0 {
+		t.Fatalf("cluster-info kubeconfig %v: %+v", err, cfg)
+	}
+	want := map[string][2]string{ // binding -> role, subject
+		BootstrapperBinding: {"system:node-bootstrapper", NodeBootstrapGroup},
+		AutoApproveBinding:  {"system:certificates.k8s.io:certificatesigningrequests:nodeclient", NodeBootstrapGroup},
+		AutoRenewBinding:    {"system:certificates.k8s.io:certificatesigningrequests:selfnodeclient", "system:nodes"},
+		GetNodesRole:        {GetNodesRole, NodeBootstrapGroup},
+	}
+	for name, w := range want {
+		crb, err := client.RbacV1().ClusterRoleBindings().Get(ctx, name, metav1.GetOptions{})
+		if err != nil || crb.RoleRef.Name != w[0] || len(crb.Subjects) != 1 || crb.Subjects[0].Kind != "Group" || crb.Subjects[0].Name != w[1] {
+			t.Errorf("binding %s: %v %+v", name, err, crb)
+		}
+	}
+	role, err := client.RbacV1().Roles("kube-public").Get(ctx, ClusterInfoReaderRole, metav1.GetOptions{})
+	if err != nil || len(role.Rules) != 1 || role.Rules[0].ResourceNames[0] != "cluster-info" || len(role.Rules[0].Verbs) != 1 || role.Rules[0].Verbs[0] != "get" {
+		t.Fatalf("cluster-info role: %v %+v", err, role)
+	}
+	rb, err := client.RbacV1().RoleBindings("kube-public").Get(ctx, ClusterInfoReaderRole, metav1.GetOptions{})
+	if err != nil || rb.Subjects[0].Name != "system:anonymous" || rb.Subjects[0].Kind != "User" {
+		t.Fatalf("cluster-info role binding: %v %+v", err, rb)
+	}
+
+	// Repair: broken subjects, a changed roleRef, a moved server. The
+	// bootstrapsigner's signatures stay.
+	crb, _ := client.RbacV1().ClusterRoleBindings().Get(ctx, AutoApproveBinding, metav1.GetOptions{})
+	crb.Subjects = []rbacv1.Subject{{Kind: "Group", Name: "system:authenticated"}}
+	client.RbacV1().ClusterRoleBindings().Update(ctx, crb, metav1.UpdateOptions{})
+	rb.RoleRef.Name = "something-else"
+	client.RbacV1().RoleBindings("kube-public").Delete(ctx, rb.Name, metav1.DeleteOptions{})
+	client.RbacV1().RoleBindings("kube-public").Create(ctx, rb, metav1.CreateOptions{})
+	cm.Data["jws-kubeconfig-abcdef"] = "sig"
+	client.CoreV1().ConfigMaps("kube-public").Update(ctx, cm, metav1.UpdateOptions{})
+	if err := EnsureClusterObjects(ctx, client, "https://192.0.2.11:6443", testCAPEM); err != nil {
+		t.Fatal(err)
+	}
+	crb, _ = client.RbacV1().ClusterRoleBindings().Get(ctx, AutoApproveBinding, metav1.GetOptions{})
+	if len(crb.Subjects) != 1 || crb.Subjects[0].Name != NodeBootstrapGroup {
+		t.Errorf("subjects not repaired: %+v", crb.Subjects)
+	}
+	rb, _ = client.RbacV1().RoleBindings("kube-public").Get(ctx, ClusterInfoReaderRole, metav1.GetOptions{})
+	if rb.RoleRef.Name != ClusterInfoReaderRole {
+		t.Errorf("roleRef not repaired: %+v", rb.RoleRef)
+	}
+	cm, _ = client.CoreV1().ConfigMaps("kube-public").Get(ctx, "cluster-info", metav1.GetOptions{})
+	if cfg, _ := clientcmd.Load([]byte(cm.Data["kubeconfig"])); cfg.Clusters[""].Server != "https://192.0.2.11:6443" || cm.Data["jws-kubeconfig-abcdef"] != "sig" {
+		t.Errorf("cluster-info after the server moved: %v", cm.Data)
+	}
+}
+
+func TestEnsureClusterObjectsIsIdempotent(t *testing.T) {
+	ctx := context.Background()
+	client := fake.NewClientset()
+	for i := 0; i < 2; i++ {
+		if err := EnsureClusterObjects(ctx, client, "https://192.0.2.10:6443", testCAPEM); err != nil {
+			t.Fatal(err)
+		}
+	}
+	client.ClearActions()
+	if err := EnsureClusterObjects(ctx, client, "https://192.0.2.10:6443", testCAPEM); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range client.Actions() {
+		if a.GetVerb() == "update" || a.GetVerb() == "delete" {
+			t.Errorf("unchanged objects rewritten: %s %s", a.GetVerb(), a.GetResource().Resource)
+		}
+	}
+}
