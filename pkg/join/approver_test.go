@@ -71,14 +71,16 @@ func TestDecideServingCSR(t *testing.T) {
 		node *corev1.Node
 		want string
 	}{
-		"foreign IP":       {func(c *servingCase) { c.ips = append(c.ips, "192.0.2.99") }, node, "SANs 192.0.2.99 are not addresses of Node node-a (it has node-a, 10.0.0.5, 203.0.113.5)"},
-		"foreign DNS":      {func(c *servingCase) { c.dns = append(c.dns, "evil.example.com") }, node, "SANs evil.example.com are not addresses"},
-		"missing address":  {func(c *servingCase) { c.ips = c.ips[:1] }, node, "SANs lack 10.0.0.5 of Node node-a"},
-		"no node":          {func(c *servingCase) {}, nil, "Node node-a does not exist"},
-		"not a node":       {func(c *servingCase) { c.user = "system:bootstrap:abcdef" }, node, `requester "system:bootstrap:abcdef" is not a node`},
-		"not in nodes":     {func(c *servingCase) { c.groups = []string{"system:authenticated"} }, node, "is not a node"},
-		"other node's CN":  {func(c *servingCase) { c.cn = "system:node:node-b" }, node, `subject "system:node:node-b" differs from the requesting node "system:node:node-a"`},
-		"client usages":    {func(c *servingCase) { c.usages = []certv1.KeyUsage{certv1.UsageDigitalSignature, certv1.UsageClientAuth} }, node, "not a kubelet serving request: usages did not match"},
+		"foreign IP":      {func(c *servingCase) { c.ips = append(c.ips, "192.0.2.99") }, node, "SANs 192.0.2.99 are not addresses of Node node-a (it has node-a, 10.0.0.5, 203.0.113.5)"},
+		"foreign DNS":     {func(c *servingCase) { c.dns = append(c.dns, "evil.example.com") }, node, "SANs evil.example.com are not addresses"},
+		"missing address": {func(c *servingCase) { c.ips = c.ips[:1] }, node, "SANs lack 10.0.0.5 of Node node-a"},
+		"no node":         {func(c *servingCase) {}, nil, "Node node-a does not exist"},
+		"not a node":      {func(c *servingCase) { c.user = "system:bootstrap:abcdef" }, node, `requester "system:bootstrap:abcdef" is not a node`},
+		"not in nodes":    {func(c *servingCase) { c.groups = []string{"system:authenticated"} }, node, "is not a node"},
+		"other node's CN": {func(c *servingCase) { c.cn = "system:node:node-b" }, node, `subject "system:node:node-b" differs from the requesting node "system:node:node-a"`},
+		"client usages": {func(c *servingCase) {
+			c.usages = []certv1.KeyUsage{certv1.UsageDigitalSignature, certv1.UsageClientAuth}
+		}, node, "not a kubelet serving request: usages did not match"},
 		"extra usage":      {func(c *servingCase) { c.usages = append(c.usages, certv1.UsageClientAuth) }, node, "not a kubelet serving request"},
 		"wrong org":        {func(c *servingCase) { c.org = []string{"system:masters"} }, node, "subject organization is not system:nodes"},
 		"no SANs":          {func(c *servingCase) { c.dns, c.ips = nil, nil }, node, "DNS or IP subjectAltName is required"},
