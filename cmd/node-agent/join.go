@@ -96,7 +96,7 @@ come from ` + envServer + `, ` + envToken + ` and ` + envHashes + ` (comma-separ
 			Token: token, CACertHashes: hashes,
 			Services:      join.Systemctl{Path: systemctl},
 			Start:         !noStart && hasRun(cmd.Root()),
-			SignatureWait: 10 * time.Second, ConnectTimeout: 30 * time.Second, ApprovalTimeout: timeout,
+			SignatureWait: 5 * time.Second, ConnectTimeout: 30 * time.Second, ApprovalTimeout: timeout,
 			Out: cmd.OutOrStdout(),
 		}
 		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)

@@ -76,7 +76,7 @@ func RequestKubeletClientCert(ctx context.Context, client kubernetes.Interface, 
 	usages := []certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature, certificatesv1.UsageClientAuth}
 	name, uid, err := csr.RequestCertificateWithContext(ctx, client, csrPEM, "", certificatesv1.KubeAPIServerClientKubeletSignerName, nil, usages, key)
 	if err != nil {
-		return nil, csrCreateError(err)
+		return nil, csrCreateError(err, nodeName)
 	}
 	certPEM, err := csr.WaitForCertificate(ctx, client, name, uid)
 	if err != nil {
@@ -92,17 +92,19 @@ func RequestKubeletClientCert(ctx context.Context, client kubernetes.Interface, 
 	return &KubeletClientCert{CSRName: name, CertPEM: certPEM, KeyPEM: keyPEM, Cert: cert}, nil
 }
 
-func csrCreateError(err error) error {
+func csrCreateError(err error, nodeName string) error {
 	var status apierrors.APIStatus
+	msg := singleLine(err)
+	if errors.As(err, &status) {
+		msg = status.Status().Message
+	}
 	switch {
 	case apierrors.IsUnauthorized(err):
-		return errors.New("the API server rejected the token: it expired or was deleted after discovery; create a new one with `vcluster-standalone token create`")
+		return errors.New("the API server rejected the credentials: a bootstrap token that expired or was deleted after discovery (create a new one with `vcluster-standalone token create`), or a revoked certificate")
 	case apierrors.IsForbidden(err):
-		return errors.New("the token may not request node certificates: the control plane lacks the bootstrap RBAC (system:node-bootstrapper for system:bootstrappers)")
-	case errors.As(err, &status):
-		return fmt.Errorf("failed to create the certificate signing request: %s", status.Status().Message)
+		return fmt.Errorf("the API server refused a certificate request for %s%s: %s", NodeUserPrefix, nodeName, msg)
 	}
-	return fmt.Errorf("failed to create the certificate signing request: %v", singleLine(err))
+	return fmt.Errorf("failed to create the certificate signing request: %s", msg)
 }
 
 // checkKubeletClientCert verifies the issued certificate names this node,
