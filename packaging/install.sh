@@ -46,10 +46,11 @@ Control-plane flags (written to /etc/vcluster-standalone/config.yaml):
   --data-dir DIR          data directory (default /var/lib/vcluster-standalone)
   --config FILE           install FILE as the config instead of generating one
 
-Node flags (token and CA pin go to a root-only environment file):
+Node flags (passed to `node-agent join` through its environment; the token is
+used once for the TLS bootstrap and never written to disk):
   --join URL              API server URL of the cluster to join (env VCS_JOIN)
   --token TOKEN           bootstrap token ID.SECRET (env VCS_TOKEN)
-  --ca-cert-hash HASH     sha256:HEX pin of the cluster CA (env VCS_CA_CERT_HASH)
+  --ca-cert-hash HASH     sha256:HEX pin of the cluster CA; repeatable (env VCS_CA_CERT_HASH)
   --node-name NAME        node name (default: this machine's hostname)
 
 Other flags:
@@ -106,7 +107,7 @@ while [ $# -gt 0 ]; do
 	--config) need_value "$1" $# && CONFIG_FILE=$2 && shift ;;
 	--join) need_value "$1" $# && JOIN=$2 && shift ;;
 	--token) need_value "$1" $# && TOKEN=$2 && shift ;;
-	--ca-cert-hash) need_value "$1" $# && CA_HASH=$2 && shift ;;
+	--ca-cert-hash) need_value "$1" $# && CA_HASH=${CA_HASH:+$CA_HASH,}$2 && shift ;;
 	--node-name) need_value "$1" $# && NODE=$2 && shift ;;
 	--timeout) need_value "$1" $# && TIMEOUT=$2 && shift ;;
 	--no-start) START=0 ;;
@@ -156,7 +157,7 @@ check_node_flags() {
 	echo "$TOKEN" | grep -Eq '^[a-z0-9]{6}\.[a-z0-9]{16}$' ||
 		die "--token must look like abcdef.0123456789abcdef ([a-z0-9]{6}.[a-z0-9]{16})"
 	[ -n "$CA_HASH" ] || die "--join needs --ca-cert-hash sha256:HEX (from: vcluster-standalone token create)"
-	echo "$CA_HASH" | grep -Eq '^sha256:[0-9a-f]{64}$' ||
+	echo "$CA_HASH" | grep -Eq '^sha256:[0-9a-f]{64}(,sha256:[0-9a-f]{64})*$' ||
 		die "--ca-cert-hash must be sha256: followed by 64 hex digits"
 }
 
@@ -269,28 +270,25 @@ write_cp_config() {
 	[ -f "$dir/$CP_NAME.env" ] || install -m 0600 /dev/null "$dir/$CP_NAME.env"
 }
 
-write_node_config() {
+# join_node: discovery, TLS bootstrap, node config, credentials and unit, by
+# node-agent itself. The token goes through the environment, not the command
+# line (ps shows that), and is never written to disk.
+join_node() {
 	dir=/etc/node-agent
-	mkdir -p "$dir"
-	chmod 0755 "$dir"
-	{
-		echo "# Written by install.sh; re-running it with --join rewrites this file."
-		echo "apiVersion: vcluster-standalone.io/v1alpha1"
-		echo "kind: NodeConfig"
-		echo "server: \"$JOIN\""
-		[ -z "$NODE" ] || echo "nodeName: \"$NODE\""
-	} >"$dir/config.yaml.new"
-	[ "$(install_file "$dir/config.yaml.new" "$dir/config.yaml" 0644)" != changed ] || CHANGED=1
-	# The token is a secret: a root-only environment file, never the unit text.
-	umask 077
-	{
-		echo "NODE_AGENT_SERVER=$JOIN"
-		echo "NODE_AGENT_TOKEN=$TOKEN"
-		echo "NODE_AGENT_CA_CERT_HASH=$CA_HASH"
-	} >"$dir/$NODE_NAME.env.new"
-	umask 022
-	[ "$(install_file "$dir/$NODE_NAME.env.new" "$dir/$NODE_NAME.env" 0600)" != changed ] || CHANGED=1
-	info "wrote $dir/config.yaml and $dir/$NODE_NAME.env (mode 0600)"
+	# An older install.sh kept the token in this file: remove it.
+	rm -f "$dir/$NODE_NAME.env" "$dir/$NODE_NAME.env.new"
+	was_active=0
+	systemctl is-active --quiet "$NODE_NAME.service" && was_active=1
+	set -- join
+	[ -z "$NODE" ] || set -- "$@" --node-name "$NODE"
+	[ "$START" -eq 1 ] || set -- "$@" --no-start
+	NODE_AGENT_SERVER=$JOIN NODE_AGENT_TOKEN=$TOKEN NODE_AGENT_CA_CERT_HASH=$CA_HASH \
+		"$BIN_DIR/$NODE_NAME" "$@" || exit 1 # node-agent printed the one-line error
+	# An upgrade of an already joined node: run the new binary and unit.
+	if [ "$START" -eq 1 ] && [ "$was_active" -eq 1 ] && [ "$CHANGED" -eq 1 ]; then
+		info "restarting $NODE_NAME to apply the changes"
+		systemctl restart --no-block "$NODE_NAME.service"
+	fi
 }
 
 # ---- install -----------------------------------------------------------------
@@ -315,12 +313,16 @@ do_install() {
 	fi
 	write_uninstall_script "$tmp/uninstall.sh"
 	install_file "$tmp/uninstall.sh" "$UNINSTALL_SCRIPT" 0755 >/dev/null
-	if [ "$name" = "$CP_NAME" ]; then write_cp_config; else write_node_config; fi
+	if [ "$name" = "$CP_NAME" ]; then write_cp_config; fi
 	if [ "$(install_file "$tmp/$name.service" "$UNIT_DIR/$name.service" 0644)" = changed ]; then
 		info "wrote $UNIT_DIR/$name.service"
 		CHANGED=1
 	fi
 	systemctl daemon-reload
+	if [ "$name" = "$NODE_NAME" ]; then
+		join_node
+		return
+	fi
 	systemctl enable "$name.service" >/dev/null 2>&1 || die "systemctl enable $name.service failed"
 	if [ "$START" -eq 0 ]; then
 		info "not starting $name (--no-start); start it with: systemctl start $name"
@@ -438,8 +440,6 @@ check_kernel
 
 if [ "$MODE" = node ]; then
 	do_install "$NODE_NAME"
-	[ "$START" -eq 0 ] && exit 0
-	wait_ready "$NODE_NAME" true
 	info "node installed; check it from the control plane: vcluster-standalone kubectl get nodes"
 else
 	do_install "$CP_NAME"
