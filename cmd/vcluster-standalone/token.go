@@ -55,7 +55,7 @@ func newTokenCreateCommand(env tokenEnv) *cobra.Command {
 		Short: "Create a token and print the lines that join a node with it",
 		Example: `  vcluster-standalone token create
   vcluster-standalone token create --ttl 1h --description "rack 4"
-  vcluster-standalone token create --print-join-args   # install.sh flags only`,
+  vcluster-standalone token create --print-join-args   # install.sh --join flags only`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			d, err := join.ParseTTL(ttl)
@@ -77,7 +77,7 @@ func newTokenCreateCommand(env tokenEnv) *cobra.Command {
 			}
 			out := cmd.OutOrStdout()
 			if printJoinArgs {
-				fmt.Fprintln(out, line.InstallArgs())
+				fmt.Fprintln(out, line.JoinArgs())
 				return nil
 			}
 			expiry := "never expires"
@@ -92,7 +92,7 @@ func newTokenCreateCommand(env tokenEnv) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&ttl, "ttl", join.DefaultTokenTTL.String(), "how long the token is valid, e.g. 24h or 30m; 0 never expires")
 	cmd.Flags().StringVar(&description, "description", "", "what the token is for, shown by token list")
-	cmd.Flags().BoolVar(&printJoinArgs, "print-join-args", false, "print only install.sh's join flags, on one line")
+	cmd.Flags().BoolVar(&printJoinArgs, "print-join-args", false, "print only install.sh's join flags (--join, --token, --ca-cert-hash) on one line")
 	return cmd
 }
 

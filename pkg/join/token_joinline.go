@@ -43,11 +43,16 @@ func (j JoinLine) NodeAgentCommand() string {
 	return fmt.Sprintf("node-agent join --server %s --token %s --ca-cert-hash %s", j.APIServer(), j.Token, j.CAHash)
 }
 
-// InstallArgs are install.sh's flags: download node-agent from the join
-// endpoint (pinned) and join.
+// JoinArgs are install.sh's join flags, free of quotes so that
+// `install.sh --binary-dir DIR $(cat file)` works (test/vm/Vagrantfile).
+func (j JoinLine) JoinArgs() string {
+	return fmt.Sprintf("--join %s --token %s --ca-cert-hash %s", j.APIServer(), j.Token, j.CAHash)
+}
+
+// InstallArgs are install.sh's flags in the one-line join: download
+// node-agent from the join endpoint (pinned), then join.
 func (j JoinLine) InstallArgs() string {
-	return fmt.Sprintf("--url %s/bin --pinned-pubkey '%s' --join %s --token %s --ca-cert-hash %s",
-		j.EndpointURL(), j.EndpointPin, j.APIServer(), j.Token, j.CAHash)
+	return fmt.Sprintf("--url %s/bin --pinned-pubkey '%s' %s", j.EndpointURL(), j.EndpointPin, j.JoinArgs())
 }
 
 // CurlCommand is the one-line join. -k only skips the CA check: the pinned

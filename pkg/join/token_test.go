@@ -119,7 +119,11 @@ func TestJoinLineForms(t *testing.T) {
 	if got, want := j.NodeAgentCommand(), "node-agent join --server https://10.123.0.10:6443 --token abcdef.0123456789abcdef --ca-cert-hash sha256:00ff"; got != want {
 		t.Errorf("node-agent form\n got %s\nwant %s", got, want)
 	}
-	args := "--url https://10.123.0.10:6444/bin --pinned-pubkey 'sha256//AAA=' --join https://10.123.0.10:6443 --token abcdef.0123456789abcdef --ca-cert-hash sha256:00ff"
+	joinArgs := "--join https://10.123.0.10:6443 --token abcdef.0123456789abcdef --ca-cert-hash sha256:00ff"
+	if got := j.JoinArgs(); got != joinArgs {
+		t.Errorf("join args\n got %s\nwant %s", got, joinArgs)
+	}
+	args := "--url https://10.123.0.10:6444/bin --pinned-pubkey 'sha256//AAA=' " + joinArgs
 	if got := j.InstallArgs(); got != args {
 		t.Errorf("install args\n got %s\nwant %s", got, args)
 	}
