@@ -1,0 +1,191 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	certificatesv1 "k8s.io/api/certificates/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	certutil "k8s.io/client-go/util/cert"
+)
+
+var joinNodes = []string{"lab-node1", "lab-node2"}
+
+const nodeCert = "/var/lib/node-agent/pki/kubelet-client-current.pem"
+
+// TestOneLineJoin: `token create` on the control plane, then the printed
+// one-line `curl … | sh` on two fresh nodes at once. Within 30 s of running
+// the line each node must hold a kubelet client certificate for
+// system:node:<hostname> from the cluster CA, approved automatically, and
+// node-agent.service installed and enabled.
+func TestOneLineJoin(t *testing.T) {
+	track(t)
+	waitReady(t, 3*time.Minute)
+	// The join endpoint serves the node-agent installed beside
+	// vcluster-standalone; install.sh's control-plane path does not put it
+	// there (yet), so the suite does.
+	if inNode(t, cpNode, "test", "-x", "/usr/local/bin/node-agent").code != 0 {
+		t.Log("lab-cp has no /usr/local/bin/node-agent; installing it from " + binDir + " for the join endpoint")
+		mustInNode(t, cpNode, "install", "-m", "0755", binDir+"/node-agent", "/usr/local/bin/node-agent")
+	}
+	created := mustInNode(t, cpNode, "vcluster-standalone", "token", "create", "--ttl", "1h", "--description", "e2e one-line join")
+	var line, tokenID string
+	for _, l := range strings.Split(created, "\n") {
+		l = strings.TrimSpace(l)
+		if strings.HasPrefix(l, "curl ") {
+			line = l
+		}
+		if strings.HasPrefix(l, "Token ") {
+			tokenID = strings.Fields(l)[1]
+		}
+	}
+	if line == "" || !strings.Contains(line, "--pinnedpubkey") || tokenID == "" {
+		t.Fatalf("token create printed no pinned one-line join:\n%s", created)
+	}
+	t.Cleanup(func() {
+		inNode(t, cpNode, "vcluster-standalone", "token", "delete", tokenID)
+		for _, n := range joinNodes {
+			if r := inNode(t, n, "sh", "-c", "[ ! -x /usr/local/bin/vcluster-standalone-uninstall.sh ] || /usr/local/bin/vcluster-standalone-uninstall.sh"); r.code != 0 {
+				t.Errorf("%s: uninstall: %s", n, r)
+			}
+		}
+		cs := clientset(t)
+		for _, n := range joinNodes {
+			cs.CoreV1().Nodes().Delete(context.Background(), n, metav1.DeleteOptions{})
+		}
+	})
+	ca := clusterCA(t)
+
+	var wg sync.WaitGroup
+	took := make([]time.Duration, len(joinNodes))
+	outs := make([]result, len(joinNodes))
+	for i, n := range joinNodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			begin := time.Now()
+			outs[i] = inNode(t, n, "sh", "-c", line)
+			if outs[i].code == 0 {
+				took[i] = waitNodeCert(t, n, begin, ca)
+			}
+		}()
+	}
+	wg.Wait()
+	cs := clientset(t)
+	for i, n := range joinNodes {
+		if outs[i].code != 0 {
+			t.Errorf("%s: the one-line join failed: %s", n, outs[i])
+			continue
+		}
+		t.Logf("%s: line -> kubelet client certificate in %s\n%s", n, took[i].Round(10*time.Millisecond), outs[i].stdout)
+		if took[i] > 30*time.Second {
+			t.Errorf("%s: certificate after %s, want within 30s", n, took[i])
+		}
+		if got := mustInNode(t, n, "systemctl", "is-enabled", "node-agent.service"); got != "enabled" {
+			t.Errorf("%s: node-agent.service is %q, want enabled", n, got)
+		}
+		if got := mustInNode(t, n, "stat", "-c", "%a", "-L", nodeCert, "/var/lib/node-agent/kubelet.kubeconfig"); got != "600\n600" {
+			t.Errorf("%s: credential modes %q, want 600", n, got)
+		}
+		if r := inNode(t, n, "sh", "-c", "grep -rl "+strings.Split(strings.SplitN(line, "--token ", 2)[1], " ")[0]+" /etc/node-agent /var/lib/node-agent /etc/systemd/system"); r.stdout != "" {
+			t.Errorf("%s: the token was written to disk: %s", n, r.stdout)
+		}
+		// The CSR was created by the token and approved by the control plane.
+		csrs, err := cs.CertificatesV1().CertificateSigningRequests().List(context.Background(), metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, c := range csrs.Items {
+			if c.Spec.Username == "system:bootstrap:"+tokenID && csrCN(c.Spec.Request) == "system:node:"+n && c.Spec.SignerName == certificatesv1.KubeAPIServerClientKubeletSignerName {
+				found = approvedCSR(&c)
+			}
+		}
+		if !found {
+			t.Errorf("%s: no approved kubelet client CSR for system:node:%s created by token %s", n, n, tokenID)
+		}
+		// A re-run of the same line says so and changes nothing.
+		before := mustInNode(t, n, "sh", "-c", "ls -l --time-style=full-iso /etc/node-agent /var/lib/node-agent/pki")
+		again := inNode(t, n, "sh", "-c", line)
+		if again.code != 0 || !strings.Contains(again.stdout, "already joined") {
+			t.Errorf("%s: re-run: %s", n, again)
+		}
+		if after := mustInNode(t, n, "sh", "-c", "ls -l --time-style=full-iso /etc/node-agent /var/lib/node-agent/pki"); after != before {
+			t.Errorf("%s: re-run changed files:\n%s\n->\n%s", n, before, after)
+		}
+	}
+}
+
+// waitNodeCert polls the node for its kubelet client certificate, checks it
+// and returns the time since begin.
+func waitNodeCert(t *testing.T, node string, begin time.Time, ca *x509.Certificate) time.Duration {
+	var last string
+	for time.Since(begin) < 40*time.Second {
+		r := inNode(t, node, "cat", nodeCert)
+		if r.code == 0 {
+			if err := checkNodeCert(r.stdout, node, ca); err != nil {
+				t.Errorf("%s: %v", node, err)
+			}
+			return time.Since(begin)
+		}
+		last = r.stderr
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Errorf("%s: no kubelet client certificate after 40s: %s", node, last)
+	return time.Since(begin)
+}
+
+func checkNodeCert(pemData, node string, ca *x509.Certificate) error {
+	certs, err := certutil.ParseCertsPEM([]byte(pemData))
+	if err != nil {
+		return err
+	}
+	cert := certs[0]
+	if cert.Subject.CommonName != "system:node:"+node {
+		return fmt.Errorf("certificate for %q, want system:node:%s", cert.Subject.CommonName, node)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca)
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return fmt.Errorf("certificate not issued by the cluster CA: %v", err)
+	}
+	return nil
+}
+
+func clusterCA(t *testing.T) *x509.Certificate {
+	t.Helper()
+	certs, err := certutil.ParseCertsPEM([]byte(mustInNode(t, cpNode, "cat", "/var/lib/vcluster-standalone/pki/ca.crt")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return certs[0]
+}
+
+func csrCN(request []byte) string {
+	block, _ := pem.Decode(request)
+	if block == nil {
+		return ""
+	}
+	req, err := x509.ParseCertificateRequest(block.Bytes)
+	if err != nil {
+		return ""
+	}
+	return req.Subject.CommonName
+}
+
+func approvedCSR(c *certificatesv1.CertificateSigningRequest) bool {
+	for _, cond := range c.Status.Conditions {
+		if cond.Type == certificatesv1.CertificateApproved {
+			return true
+		}
+	}
+	return false
+}
