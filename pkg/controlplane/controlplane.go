@@ -73,6 +73,11 @@ func Run(ctx context.Context, o Options) error {
 	}
 	mgr := component.NewManager(readyTimeout, progress, components...)
 	if err := mgr.Start(ctx); err != nil {
+		if ctx.Err() != nil {
+			// Asked to stop while starting: what started was stopped again.
+			fmt.Fprintf(progress, "stopped before the control plane was ready\n")
+			return nil
+		}
 		return err
 	}
 	fmt.Fprintf(progress, "control plane ready in %.1fs; admin kubeconfig: %s\n", time.Since(begin).Seconds(), c.AdminKubeconfig)
@@ -189,7 +194,7 @@ func newComponents(c *config.ControlPlane, paths Paths) ([]component.Component, 
 	}
 	components := []component.Component{
 		newEtcd(paths, c.Ports.EtcdClient, c.Ports.EtcdPeer),
-		&apiServer{upstreamServer{args: mergeArgs(apiServerArgs(c, paths, encryption), c.ExtraArgs.APIServer), health: apiHealth, stopTimeout: 30 * time.Second}},
+		&apiServer{upstreamServer{args: mergeArgs(apiServerArgs(c, paths, encryption), c.ExtraArgs.APIServer), health: apiHealth, stopTimeout: 30 * time.Second, settleBeforeStop: true}},
 		&controllerManager{upstreamServer{args: mergeArgs(controllerManagerArgs(c, paths), c.ExtraArgs.ControllerManager), health: cmHealth, stopTimeout: 20 * time.Second}},
 		&scheduler{upstreamServer{args: mergeArgs(schedulerArgs(c, paths), c.ExtraArgs.Scheduler), health: schedHealth, stopTimeout: 20 * time.Second}},
 		&bootstrapObjects{kubeconfig: paths.Kubeconfig("super-admin")},

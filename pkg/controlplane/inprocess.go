@@ -81,7 +81,11 @@ type upstreamServer struct {
 	args        []string
 	health      healthProbe
 	stopTimeout time.Duration
-	proc        *inProcess
+	// settleBeforeStop: wait until healthy before cancelling. kube-apiserver
+	// exits the whole process (klog.Fatal) when its context is cancelled while
+	// post-start hooks still run, so a stop during start lets it finish first.
+	settleBeforeStop bool
+	proc             *inProcess
 }
 
 func (u *upstreamServer) Init(context.Context) error { return nil }
@@ -98,6 +102,11 @@ func (u *upstreamServer) Failed() <-chan error { return u.proc.Failed() }
 func (u *upstreamServer) Stop() error {
 	if u.proc == nil {
 		return nil
+	}
+	if u.settleBeforeStop {
+		ctx, cancel := context.WithTimeout(context.Background(), u.stopTimeout)
+		u.health.wait(ctx, u.proc) // best effort: stop anyway when it times out
+		cancel()
 	}
 	return u.proc.stop(u.stopTimeout)
 }

@@ -222,3 +222,24 @@ func lastState(n *notifySocket) string {
 		}
 	}
 }
+
+// TestStopDuringStart: SIGTERM while components are still starting stops
+// what started and exits 0, without ever reporting READY=1.
+func TestStopDuringStart(t *testing.T) {
+	cp := newControlPlane(t)
+	if err := cp.startNoWait(); err != nil {
+		t.Fatal(err)
+	}
+	mustPoll(t, time.Minute, "waiting for the apiserver to start", func(context.Context) error {
+		if data, _ := os.ReadFile(cp.logPath); !strings.Contains(string(data), "starting kube-apiserver") {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+	cp.stop()
+	for _, state := range drain(cp.notify) {
+		if state == "READY=1" {
+			t.Fatal("reported READY=1 although stopped during start")
+		}
+	}
+}
