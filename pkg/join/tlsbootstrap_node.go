@@ -107,6 +107,9 @@ func (j *NodeJoin) Run(ctx context.Context) (*NodeJoinResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := CheckNodeNameFree(ctx, client, j.Node.NodeName); err != nil {
+		return nil, err
+	}
 	approvalCtx, cancel := context.WithTimeout(ctx, j.ApprovalTimeout)
 	defer cancel()
 	csrStart := time.Now()

@@ -16,8 +16,11 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/tools/clientcmd"
 	certutil "k8s.io/client-go/util/cert"
 	"k8s.io/client-go/util/keyutil"
@@ -180,5 +183,22 @@ func TestNodeJoinAlreadyJoinedElsewhere(t *testing.T) {
 	j := &NodeJoin{Node: &other, ConfigFile: cfgFile, Token: testToken}
 	if _, err := j.Run(context.Background()); !errors.Is(err, ErrJoinedElsewhere) {
 		t.Fatalf("other server: %v", err)
+	}
+}
+
+func TestCheckNodeNameFree(t *testing.T) {
+	ready := func(status corev1.ConditionStatus) *corev1.Node {
+		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: status}}}}
+	}
+	ctx := context.Background()
+	if err := CheckNodeNameFree(ctx, fake.NewClientset(), "n1"); err != nil {
+		t.Fatalf("no Node: %v", err)
+	}
+	if err := CheckNodeNameFree(ctx, fake.NewClientset(ready(corev1.ConditionFalse)), "n1"); err != nil {
+		t.Fatalf("a NotReady Node (this machine before a reset) must not block: %v", err)
+	}
+	err := CheckNodeNameFree(ctx, fake.NewClientset(ready(corev1.ConditionTrue)), "n1")
+	if err == nil || !strings.Contains(err.Error(), `a Node named "n1" already exists and is Ready`) {
+		t.Fatalf("a Ready Node of the same name: %v", err)
 	}
 }

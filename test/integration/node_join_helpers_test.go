@@ -20,12 +20,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	certutil "k8s.io/client-go/util/cert"
 	"k8s.io/client-go/util/keyutil"
 	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
@@ -65,50 +61,14 @@ func newNJCluster(t *testing.T) *njCluster {
 	return jc
 }
 
-// ensureJoinObjects makes sure of what the control plane sets up for joins
-// (cluster-info readable anonymously, bootstrapper RBAC); it creates only
-// what is missing, so it agrees with a control plane that does it itself.
+// ensureJoinObjects waits for what the control plane sets up for joins:
+// the cluster-info ConfigMap (readable anonymously, with bootstrapper RBAC).
 func (jc *njCluster) ensureJoinObjects(t *testing.T) {
 	t.Helper()
-	ctx := context.Background()
-	caPEM := pki.EncodeCert(jc.ca)
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters[""] = &clientcmdapi.Cluster{Server: jc.server, CertificateAuthorityData: caPEM}
-	kubeconfig, _ := clientcmd.Write(*kc)
-	create := func(what string, err error) {
-		if err != nil && !apierrors.IsAlreadyExists(err) {
-			t.Fatalf("create %s: %v", what, err)
-		}
-	}
-	_, err := jc.admin.CoreV1().ConfigMaps("kube-public").Create(ctx, &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Name: bootstrapapi.ConfigMapClusterInfo},
-		Data:       map[string]string{bootstrapapi.KubeConfigKey: string(kubeconfig)},
-	}, metav1.CreateOptions{})
-	create("cluster-info", err)
-	rbac := jc.admin.RbacV1()
-	_, err = rbac.Roles("kube-public").Create(ctx, &rbacv1.Role{
-		ObjectMeta: metav1.ObjectMeta{Name: "test:cluster-info-reader"},
-		Rules:      []rbacv1.PolicyRule{{Verbs: []string{"get"}, APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{"cluster-info"}}},
-	}, metav1.CreateOptions{})
-	create("role", err)
-	_, err = rbac.RoleBindings("kube-public").Create(ctx, &rbacv1.RoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "test:cluster-info-reader"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "test:cluster-info-reader"},
-		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: "system:anonymous"}},
-	}, metav1.CreateOptions{})
-	create("rolebinding", err)
-	for name, b := range map[string][2]string{
-		"test:node-bootstrapper": {"system:node-bootstrapper", njBootstrapGroup},
-		"test:nodeclient":        {"system:certificates.k8s.io:certificatesigningrequests:nodeclient", njBootstrapGroup},
-		"test:selfnodeclient":    {"system:certificates.k8s.io:certificatesigningrequests:selfnodeclient", "system:nodes"},
-	} {
-		_, err := rbac.ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
-			ObjectMeta: metav1.ObjectMeta{Name: name},
-			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: b[0]},
-			Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.GroupKind, Name: b[1]}},
-		}, metav1.CreateOptions{})
-		create(name, err)
-	}
+	mustPoll(t, 30*time.Second, "kube-public/cluster-info", func(ctx context.Context) error {
+		_, err := jc.admin.CoreV1().ConfigMaps("kube-public").Get(ctx, bootstrapapi.ConfigMapClusterInfo, metav1.GetOptions{})
+		return err
+	})
 }
 
 // createToken creates a bootstrap-token Secret, as `token create` does, and

@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	certutil "k8s.io/client-go/util/cert"
+	"k8s.io/client-go/util/retry"
 	bootstraputil "k8s.io/cluster-bootstrap/token/util"
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
@@ -294,6 +295,39 @@ func TestNodeJoin(t *testing.T) {
 			if req == "system:node:node-b" && (njApproved(&csr) || len(csr.Status.Certificate) > 0) {
 				t.Errorf("CSR %s for node-b by %s was approved", csr.Name, csr.Spec.Username)
 			}
+		}
+	})
+
+	t.Run("a Ready Node of the same name blocks the join; a NotReady one does not", func(t *testing.T) {
+		ctx := context.Background()
+		nodes := jc.admin.CoreV1().Nodes()
+		if _, err := nodes.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-r"}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		defer nodes.Delete(ctx, "node-r", metav1.DeleteOptions{})
+		setReady := func(status corev1.ConditionStatus) {
+			// Controllers update the Node too (taints): retry on conflicts.
+			err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+				node, err := nodes.Get(ctx, "node-r", metav1.GetOptions{})
+				if err != nil {
+					return err
+				}
+				node.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: status, LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now()}}
+				_, err = nodes.UpdateStatus(ctx, node, metav1.UpdateOptions{})
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		setReady(corev1.ConditionTrue)
+		_, err := jc.nodeJoin(newNJDirs(t), jc.server, token, "node-r", &njServices{}).Run(ctx)
+		if err == nil || !strings.Contains(err.Error(), `a Node named "node-r" already exists and is Ready`) {
+			t.Fatalf("joining under a Ready node's name: %v", err)
+		}
+		setReady(corev1.ConditionFalse)
+		if _, err := jc.nodeJoin(newNJDirs(t), jc.server, token, "node-r", &njServices{}).Run(ctx); err != nil {
+			t.Fatalf("joining under a NotReady node's name: %v", err)
 		}
 	})
 
