@@ -189,3 +189,68 @@ func approvedCSR(c *certificatesv1.CertificateSigningRequest) bool {
 	}
 	return false
 }
+
+// TestJoinRefusedBeforeCredentials: wrong CA hash, wrong token secret,
+// malformed and unknown tokens each fail with one line, and the control
+// plane's audit log shows the refused token never authenticated a request
+// (while a good token, used afterwards, does appear there).
+func TestJoinRefusedBeforeCredentials(t *testing.T) {
+	track(t)
+	waitReady(t, 3*time.Minute)
+	server, bad, hash := createJoinToken(t)
+	_, good, _ := createJoinToken(t)
+	badID, _, _ := strings.Cut(bad, ".")
+	goodID, _, _ := strings.Cut(good, ".")
+	node := joinNodes[0]
+	const dir = "/tmp/e2e-join"
+	t.Cleanup(func() {
+		inNode(t, node, "rm", "-rf", dir)
+		inNode(t, cpNode, "vcluster-standalone", "token", "delete", badID)
+		inNode(t, cpNode, "vcluster-standalone", "token", "delete", goodID)
+	})
+	joinArgs := func(token, hash string) []string {
+		return []string{binDir + "/node-agent", "join", "--server", server, "--token", token, "--ca-cert-hash", hash, "--node-name", "e2e-probe",
+			"--config", dir + "/config.yaml", "--data-dir", dir + "/data", "--systemd-dir", dir + "/units", "--systemctl", "true"}
+	}
+	wrongHash := "sha256:" + strings.Repeat("0", 64)
+	oneLineError(t, "wrong CA hash", inNode(t, node, joinArgs(bad, wrongHash)...), "CA pin mismatch")
+	oneLineError(t, "wrong token secret", inNode(t, node, joinArgs(badID+".0000000000000000", hash)...), "does not verify: wrong token secret")
+	oneLineError(t, "malformed token", inNode(t, node, joinArgs("abc.def", hash)...), "malformed token")
+	oneLineError(t, "unknown token", inNode(t, node, joinArgs("zz0000.0000000000000000", hash)...), `token "zz0000" is unknown or expired`)
+	if r := inNode(t, node, "test", "-e", dir+"/config.yaml"); r.code == 0 {
+		t.Error("a refused join wrote the node config")
+	}
+	if r := inNode(t, node, joinArgs(good, hash)...); r.code != 0 {
+		t.Fatalf("join with the good token: %s", r)
+	}
+	const audit = "/var/lib/vcluster-standalone/logs/audit.log"
+	start := time.Now()
+	for inNode(t, cpNode, "grep", "-q", `"username":"system:bootstrap:`+goodID+`"`, audit).code != 0 {
+		if time.Since(start) > 30*time.Second {
+			t.Fatalf("the good token's requests are not in %s after 30s: the audit check proves nothing", audit)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if r := inNode(t, cpNode, "grep", "-c", "system:bootstrap:"+badID, audit); r.stdout != "0" {
+		t.Errorf("the token refused on the node authenticated %s requests", r.stdout)
+	}
+	_, badSecret, _ := strings.Cut(bad, ".")
+	if r := inNode(t, cpNode, "grep", "-c", badSecret, audit); r.stdout != "0" {
+		t.Errorf("the refused token's secret appears in the audit log")
+	}
+}
+
+// createJoinToken runs `token create` on the control plane and returns the
+// server, token and CA hash of the node-agent join line it prints.
+func createJoinToken(t *testing.T) (server, token, hash string) {
+	t.Helper()
+	out := mustInNode(t, cpNode, "vcluster-standalone", "token", "create", "--ttl", "10m")
+	for _, l := range strings.Split(out, "\n") {
+		f := strings.Fields(l)
+		if len(f) == 8 && f[0] == "node-agent" && f[1] == "join" {
+			return f[3], f[5], f[7]
+		}
+	}
+	t.Fatalf("token create printed no node-agent join line:\n%s", out)
+	return
+}
