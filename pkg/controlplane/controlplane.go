@@ -210,7 +210,8 @@ func joinComponents(c *config.ControlPlane, paths Paths, superAdmin *rest.Config
 		&join.ClusterObjects{Client: client, Server: "https://" + net.JoinHostPort(c.AdvertiseAddress, strconv.Itoa(c.APIPort)), CAFile: paths.Cert(pki.ClusterCA)},
 		&join.ServingApprover{Client: client},
 		&join.Endpoint{
-			Addr:     net.JoinHostPort(c.AdvertiseAddress, strconv.Itoa(c.JoinPort)),
+			// Listens where the API server does; join lines name the advertise address.
+			Addr:     net.JoinHostPort(c.BindAddress, strconv.Itoa(c.JoinPort)),
 			CertFile: paths.Cert(pki.JoinEndpoint), KeyFile: paths.Key(pki.JoinEndpoint),
 			InstallScript: packaging.InstallScript, NodeAgent: join.NodeAgentBesideExecutable(),
 		},

@@ -85,7 +85,7 @@ func TestJoinEndpoint(t *testing.T) {
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Skip("curl not installed")
 	}
-	if !strings.HasPrefix(tok.curlLine, "curl -fsSk --pinnedpubkey '"+tok.pin+"' "+tok.endpoint+"/install.sh | sh -s - --url "+tok.endpoint+"/bin --pinned-pubkey '"+tok.pin+"' --join ") {
+	if !strings.HasPrefix(tok.curlLine, "curl -fsSk --pinnedpubkey '"+tok.pin+"' "+tok.printedEndpoint+"/install.sh | sh -s - --url "+tok.printedEndpoint+"/bin --pinned-pubkey '"+tok.pin+"' --join ") {
 		t.Errorf("curl line: %s", tok.curlLine)
 	}
 	out, err := exec.Command("curl", "-fsSk", "--pinnedpubkey", tok.pin, tok.endpoint+"/install.sh").Output()

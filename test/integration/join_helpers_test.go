@@ -14,6 +14,8 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -80,7 +82,8 @@ type joinOutput struct {
 	server            string // --server of the node-agent form
 	caHash            string
 	pin               string // --pinnedpubkey of the curl form
-	endpoint          string // https://host:joinPort
+	endpoint          string // https://127.0.0.1:joinPort, where tests reach it
+	printedEndpoint   string // https://<advertise address>:joinPort, as printed
 	curlLine          string
 }
 
@@ -102,7 +105,7 @@ func createToken(t *testing.T, cp *joinControlPlane, args ...string) joinOutput 
 	}
 	return joinOutput{
 		token: tok[1] + "." + tok[2], id: tok[1], secret: tok[2], server: agent[1], caHash: agent[2],
-		pin: curl[2], endpoint: curl[3], curlLine: curl[1],
+		pin: curl[2], endpoint: onLoopback(t, curl[3]), printedEndpoint: curl[3], curlLine: curl[1],
 	}
 }
 
@@ -186,4 +189,17 @@ func pinnedTLS(pin string) *tls.Config {
 			return nil
 		},
 	}
+}
+
+// onLoopback keeps test traffic on loopback: the printed join endpoint names
+// the host's advertise address, the test control plane listens on 127.0.0.1,
+// and the pin, not the host name, authenticates the endpoint.
+func onLoopback(t *testing.T, endpoint string) string {
+	t.Helper()
+	u, err := url.Parse(endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Host = net.JoinHostPort("127.0.0.1", u.Port())
+	return u.String()
 }
