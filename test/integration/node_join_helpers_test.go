@@ -42,13 +42,14 @@ type njCluster struct {
 	ca     *x509.Certificate
 	caKey  any
 	pin    string
+	log    io.Writer // join progress, to the test log
 }
 
 func newNJCluster(t *testing.T) *njCluster {
 	t.Helper()
 	cp := newControlPlane(t)
 	cp.start()
-	jc := &njCluster{cp: cp, admin: cp.client(), server: fmt.Sprintf("https://127.0.0.1:%d", cp.apiPort)}
+	jc := &njCluster{cp: cp, admin: cp.client(), server: fmt.Sprintf("https://127.0.0.1:%d", cp.apiPort), log: testLog{t}}
 	cas, err := certutil.CertsFromFile(filepath.Join(cp.dataDir, "pki", "ca.crt"))
 	if err != nil {
 		t.Fatal(err)

@@ -70,7 +70,16 @@ func (jc *njCluster) nodeJoin(d njDirs, server, token, name string, services joi
 	}
 	return &join.NodeJoin{Node: d.node(server, name), ConfigFile: d.config, UnitDir: d.unitDir, Unit: unit,
 		Token: token, CACertHashes: pins, Services: services, Start: false,
-		SignatureWait: 2 * time.Second, ConnectTimeout: 5 * time.Second, ApprovalTimeout: 60 * time.Second, Out: os.Stderr}
+		SignatureWait: 2 * time.Second, ConnectTimeout: 5 * time.Second, ApprovalTimeout: 60 * time.Second, Out: jc.log}
+}
+
+// testLog sends join's progress lines to the test log.
+type testLog struct{ t *testing.T }
+
+func (l testLog) Write(p []byte) (int, error) {
+	l.t.Helper()
+	l.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
 }
 
 // snapshot maps every file below the dirs to its content and mode.
