@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
@@ -87,6 +88,11 @@ func (j *NodeJoin) Run(ctx context.Context) (*NodeJoinResult, error) {
 	token, err := ParseBootstrapToken(j.Token)
 	if err != nil {
 		return nil, err
+	}
+	for _, dir := range []string{j.Node.DataDir, filepath.Dir(j.ConfigFile), j.UnitDir} {
+		if err := checkWritable(dir); err != nil {
+			return nil, err
+		}
 	}
 	if done, err := j.alreadyJoined(now()); err != nil {
 		return nil, err
@@ -216,6 +222,22 @@ func (j *NodeJoin) enable(ctx context.Context) error {
 	}
 	j.say("%s enabled and started", NodeUnit)
 	return nil
+}
+
+// checkWritable fails early, before the server is contacted, when dir (or
+// its nearest existing parent) cannot be written: usually not running as root.
+func checkWritable(dir string) error {
+	for p := dir; ; p = filepath.Dir(p) {
+		if _, err := os.Stat(p); err == nil {
+			if syscall.Access(p, 2 /* W_OK */) != nil {
+				return fmt.Errorf("cannot write to %s: run node-agent join as root", p)
+			}
+			return nil
+		}
+		if p == filepath.Dir(p) {
+			return nil
+		}
+	}
 }
 
 func (j *NodeJoin) say(format string, args ...any) {
