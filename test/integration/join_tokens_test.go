@@ -124,7 +124,8 @@ func TestJoinTokens(t *testing.T) {
 	if err != nil || strings.TrimSpace(out) != "token "+tok.id+" deleted" {
 		t.Fatalf("token delete: %v %q %s", err, out, stderr)
 	}
-	mustPoll(t, 10*time.Second, "deleted token refused", func(ctx context.Context) error {
+	// The apiserver caches successful token authentications for 10 s.
+	mustPoll(t, 30*time.Second, "deleted token refused", func(ctx context.Context) error {
 		_, err := bearerClient(t, cp, tok.token).AuthenticationV1().SelfSubjectReviews().Create(ctx, &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
 		if !apierrors.IsUnauthorized(err) {
 			return fmt.Errorf("deleted token: %v, want 401", err)
