@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -119,7 +120,12 @@ func (d *Discovery) Discover(ctx context.Context) (*DiscoveredCluster, error) {
 		TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
 	}}
 	again, err := d.getClusterInfo(ctx, secure)
-	if err != nil {
+	var hostname x509.HostnameError
+	switch {
+	case errors.As(err, &hostname):
+		return nil, fmt.Errorf("the API server's certificate is not valid for %s (it names %s); use the server address `vcluster-standalone token create` printed, or add it with --tls-san",
+			hostname.Host, strings.Join(append(hostname.Certificate.DNSNames, ipStrings(hostname.Certificate.IPAddresses)...), ", "))
+	case err != nil:
 		return nil, fmt.Errorf("the API server's certificate does not verify against the pinned cluster CA: %v", singleLine(err))
 	}
 	if again.Data[bootstrapapi.KubeConfigKey] != kubeconfig {
@@ -226,6 +232,14 @@ func ParseServer(s string) (*url.URL, error) {
 		return nil, fmt.Errorf("invalid server %q: must be the API server's https:// URL such as https://192.0.2.10:6443", s)
 	}
 	return u, nil
+}
+
+func ipStrings(ips []net.IP) []string {
+	out := make([]string, len(ips))
+	for i, ip := range ips {
+		out[i] = ip.String()
+	}
+	return out
 }
 
 func singleLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", " ") }

@@ -215,3 +215,13 @@ func (f *fakeAPI) assertNoCredentials(t *testing.T) {
 		}
 	}
 }
+
+func TestDiscoveryServerNameNotInCertificate(t *testing.T) {
+	f := newFakeAPI(t, true, signWith(testToken))
+	tok, _ := ParseBootstrapToken(testToken)
+	d := &Discovery{Server: strings.Replace(f.srv.URL, "127.0.0.1", "localhost", 1), Token: tok, CACertHashes: []string{f.pin()}}
+	_, err := d.Discover(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "certificate is not valid for localhost (it names ") {
+		t.Fatalf("got %v", err)
+	}
+}
