@@ -58,7 +58,7 @@ type NodeJoin struct {
 	Services     ServiceManager
 	// Start starts the service after enabling it; false only enables it.
 	Start bool
-	// SignatureWait, ConnectTimeout and ApprovalTimeout bound the waits.
+	// SignatureWait, ConnectTimeout and ApprovalTimeout (default 2 min) bound the waits.
 	SignatureWait, ConnectTimeout, ApprovalTimeout time.Duration
 	Out                                            io.Writer // progress lines
 	Now                                            func() time.Time
@@ -116,7 +116,11 @@ func (j *NodeJoin) Run(ctx context.Context) (*NodeJoinResult, error) {
 	if err := CheckNodeNameFree(ctx, client, j.Node.NodeName); err != nil {
 		return nil, err
 	}
-	approvalCtx, cancel := context.WithTimeout(ctx, j.ApprovalTimeout)
+	approvalTimeout := j.ApprovalTimeout
+	if approvalTimeout <= 0 {
+		approvalTimeout = 2 * time.Minute
+	}
+	approvalCtx, cancel := context.WithTimeout(ctx, approvalTimeout)
 	defer cancel()
 	csrStart := time.Now()
 	cert, err := RequestKubeletClientCert(approvalCtx, client, j.Node.NodeName, cluster.CA)
