@@ -21,7 +21,7 @@ var controlPlaneFlags = []flagField{
 	{"advertise-address", "address other machines reach the API server on (default: the default-route interface's address)", func(c *ControlPlane) any { return &c.AdvertiseAddress }},
 	{"bind-address", "address the API server listens on (default 0.0.0.0)", func(c *ControlPlane) any { return &c.BindAddress }},
 	{"api-port", "API server port (default 6443)", func(c *ControlPlane) any { return &c.APIPort }},
-	{"join-port", "join endpoint port (install.sh and node-agent for joining nodes) on the advertise address (default 6444)", func(c *ControlPlane) any { return &c.JoinPort }},
+	{"join-port", "join endpoint port, on the bind address: serves install.sh and node-agent to joining nodes (default 6444)", func(c *ControlPlane) any { return &c.JoinPort }},
 	{"data-dir", "directory for PKI, etcd data and generated files (default " + DefaultDataDir + ")", func(c *ControlPlane) any { return &c.DataDir }},
 	{"admin-kubeconfig", "where to write the admin kubeconfig (default " + DefaultAdminKubeconfig + ")", func(c *ControlPlane) any { return &c.AdminKubeconfig }},
 	{"pod-cidr", "pod network range (default " + DefaultPodCIDR + ")", func(c *ControlPlane) any { return &c.Network.PodCIDR }},

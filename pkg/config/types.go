@@ -21,8 +21,9 @@ type ControlPlane struct {
 	BindAddress string `json:"bindAddress,omitempty"`
 	// APIPort is the API server's secure port.
 	APIPort int `json:"apiPort,omitempty"`
-	// JoinPort is the join endpoint's HTTPS port on the advertise address: it
-	// serves install.sh and the node-agent binary to joining nodes.
+	// JoinPort is the join endpoint's HTTPS port (on BindAddress, like the
+	// API server): it serves install.sh and the node-agent binary to joining
+	// nodes, which reach it on the advertise address.
 	JoinPort int `json:"joinPort,omitempty"`
 	// DataDir holds PKI, etcd data, generated component configs and logs.
 	DataDir string `json:"dataDir,omitempty"`

@@ -17,7 +17,7 @@ func checkPorts(c *config.ControlPlane) error {
 		port       int
 	}{
 		{c.BindAddress, "api-port", c.APIPort},
-		{c.AdvertiseAddress, "join-port", c.JoinPort},
+		{c.BindAddress, "join-port", c.JoinPort}, // the join endpoint listens where the API server does
 		{"127.0.0.1", "etcd-client-port", c.Ports.EtcdClient},
 		{"127.0.0.1", "etcd-peer-port", c.Ports.EtcdPeer},
 		{"127.0.0.1", "controller-manager-port", c.Ports.ControllerManager},
