@@ -180,16 +180,37 @@ fetch_binary() {
 		chmod 0755 "$2"
 		return
 	fi
-	dir=$SRC_DIR
-	if [ -z "$dir" ]; then
-		case $0 in
-		*/*) dir=$(cd "$(dirname "$0")" && pwd) ;;
-		*) dir=. ;;
-		esac
-	fi
+	dir=$(source_dir)
 	[ -f "$dir/$1" ] || die "no $1 binary in $dir; pass --binary-dir DIR or --url URL"
 	cp "$dir/$1" "$2"
 	chmod 0755 "$2"
+}
+
+# source_dir: where local binaries come from (--binary-dir, else beside this script).
+source_dir() {
+	if [ -n "$SRC_DIR" ]; then
+		echo "$SRC_DIR"
+		return
+	fi
+	case $0 in
+	*/*) (cd "$(dirname "$0")" && pwd) ;;
+	*) echo . ;;
+	esac
+}
+
+# install_node_agent_for_joins TMPDIR: the control plane's join endpoint serves
+# the node-agent installed beside vcluster-standalone, so nodes get the same
+# release. Without one the control plane still runs; nodes then need
+# node-agent from elsewhere, and the line below says so.
+install_node_agent_for_joins() {
+	if [ -z "$URL" ] && [ ! -f "$(source_dir)/$NODE_NAME" ]; then
+		info "no $NODE_NAME binary in $(source_dir): the join endpoint will have none to serve"
+		return
+	fi
+	fetch_binary "$NODE_NAME" "$1/$NODE_NAME"
+	if [ "$(install_file "$1/$NODE_NAME" "$BIN_DIR/$NODE_NAME" 0755)" = changed ]; then
+		info "installed $BIN_DIR/$NODE_NAME (served to joining nodes)"
+	fi
 }
 
 # install_file SRC DEST MODE: replace DEST atomically (a running binary can't be
@@ -311,6 +332,7 @@ do_install() {
 	else
 		info "$BIN_DIR/$name is up to date"
 	fi
+	if [ "$name" = "$CP_NAME" ]; then install_node_agent_for_joins "$tmp"; fi
 	write_uninstall_script "$tmp/uninstall.sh"
 	install_file "$tmp/uninstall.sh" "$UNINSTALL_SCRIPT" 0755 >/dev/null
 	if [ "$name" = "$CP_NAME" ]; then write_cp_config; fi
