@@ -5,6 +5,7 @@ package systemd
 import (
 	"embed"
 	"fmt"
+	"io"
 	"io/fs"
 	"sort"
 	"strings"
@@ -42,4 +43,19 @@ func Unit(name string) ([]byte, error) {
 		return nil, fmt.Errorf("unknown unit %q: known units are %s", name, strings.Join(Names(), ", "))
 	}
 	return b, nil
+}
+
+// Print writes the named unit to w, or the list of unit names when name is
+// empty: what the binaries' `unit` commands show.
+func Print(w io.Writer, name string) error {
+	if name == "" {
+		_, err := fmt.Fprintln(w, strings.Join(Names(), "\n"))
+		return err
+	}
+	text, err := Unit(name)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(text)
+	return err
 }

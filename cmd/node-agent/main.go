@@ -3,7 +3,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -44,9 +43,9 @@ func newVersionCommand() *cobra.Command {
 		Example: "  node-agent version",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			k8s := version.Kubernetes()
-			if k8s == "v0.0.0-master" {
-				return errors.New("this binary was built without version ldflags; build it with `make build`")
+			k8s, err := version.Kubernetes()
+			if err != nil {
+				return err
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintf(w, "node-agent\t%s\n", version.Version)
@@ -68,19 +67,7 @@ func newUnitCommand() *cobra.Command {
 			"  # print the node unit\n  node-agent unit node-agent.service",
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			out := cmd.OutOrStdout()
-			if len(args) == 0 {
-				for _, n := range systemd.Names() {
-					fmt.Fprintln(out, n)
-				}
-				return nil
-			}
-			text, err := systemd.Unit(args[0])
-			if err != nil {
-				return err
-			}
-			_, err = out.Write(text)
-			return err
+			return systemd.Print(cmd.OutOrStdout(), strings.Join(args, ""))
 		},
 	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -133,9 +132,9 @@ func newVersionCommand() *cobra.Command {
 		Example: `  vcluster-standalone version`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			k8s := version.Kubernetes()
-			if k8s == "v0.0.0-master" {
-				return errors.New("this binary was built without version ldflags; build it with `make build`")
+			k8s, err := version.Kubernetes()
+			if err != nil {
+				return err
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintf(w, "vcluster-standalone\t%s\n", version.Version)

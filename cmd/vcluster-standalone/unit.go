@@ -1,7 +1,7 @@
 package main
 
 import (
-	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -23,19 +23,7 @@ func newUnitCommand() *cobra.Command {
 		Args:         cobra.MaximumNArgs(1),
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			out := cmd.OutOrStdout()
-			if len(args) == 0 {
-				for _, n := range systemd.Names() {
-					fmt.Fprintln(out, n)
-				}
-				return nil
-			}
-			text, err := systemd.Unit(args[0])
-			if err != nil {
-				return err
-			}
-			_, err = out.Write(text)
-			return err
+			return systemd.Print(cmd.OutOrStdout(), strings.Join(args, ""))
 		},
 	}
 }
