@@ -1,6 +1,7 @@
 package join
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -8,10 +9,14 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	certv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/fake"
 	certutil "k8s.io/client-go/util/cert"
 )
 
@@ -113,5 +118,50 @@ func TestIsPendingServing(t *testing.T) {
 		if isPendingServing(c) {
 			t.Errorf("%s CSR handled as pending", name)
 		}
+	}
+}
+
+func TestServingApproverComponent(t *testing.T) {
+	ctx := context.Background()
+	client := fake.NewClientset()
+	a := &ServingApprover{Client: func() (kubernetes.Interface, error) { return client, nil }}
+	if err := a.Stop(); err != nil {
+		t.Fatal("Stop before Start:", err)
+	}
+	if err := a.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	good := servingCase{
+		user: "system:node:node-a", groups: []string{"system:nodes"}, cn: "system:node:node-a", org: []string{"system:nodes"},
+		dns: []string{"node-a"}, ips: []string{"10.0.0.5"}, usages: []certv1.KeyUsage{certv1.UsageDigitalSignature, certv1.UsageServerAuth},
+	}
+	csr := servingCSR(t, good)
+	if _, err := client.CertificatesV1().CertificateSigningRequests().Create(ctx, csr, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// No Node yet: left pending. The Node appearing triggers a re-check.
+	time.Sleep(300 * time.Millisecond)
+	if got, _ := client.CertificatesV1().CertificateSigningRequests().Get(ctx, csr.Name, metav1.GetOptions{}); len(got.Status.Conditions) != 0 {
+		t.Fatalf("approved without a Node: %+v", got.Status.Conditions)
+	}
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-a"}, Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{
+		{Type: corev1.NodeHostName, Address: "node-a"}, {Type: corev1.NodeInternalIP, Address: "10.0.0.5"},
+	}}}
+	if _, err := client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+		got, err := client.CertificatesV1().CertificateSigningRequests().Get(ctx, csr.Name, metav1.GetOptions{})
+		return err == nil && len(got.Status.Conditions) == 1 && got.Status.Conditions[0].Type == certv1.CertificateApproved &&
+			got.Status.Conditions[0].Reason == ReasonServingApproved, nil
+	})
+	if err != nil {
+		t.Fatal("CSR not approved after its Node appeared")
+	}
+	if err := a.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Stop(); err != nil {
+		t.Fatal("second Stop:", err)
 	}
 }
