@@ -42,11 +42,12 @@ func TestBadInput(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
 			dataDir := filepath.Join(dir, "data")
-			ports := freePorts(t, 5)
+			ports := freePorts(t, 6)
 			args := []string{"start", "--data-dir", dataDir, "--admin-kubeconfig", filepath.Join(dir, "admin.kubeconfig"),
 				"--bind-address", "127.0.0.1", "--api-port", strconv.Itoa(ports[0]),
 				"--etcd-client-port", strconv.Itoa(ports[1]), "--etcd-peer-port", strconv.Itoa(ports[2]),
-				"--controller-manager-port", strconv.Itoa(ports[3]), "--scheduler-port", strconv.Itoa(ports[4])}
+				"--controller-manager-port", strconv.Itoa(ports[3]), "--scheduler-port", strconv.Itoa(ports[4]),
+				"--join-port", strconv.Itoa(ports[5])}
 			if tc.config != "" {
 				writeFile(t, filepath.Join(dir, "config.yaml"), tc.config)
 				args = append(args, "--config", filepath.Join(dir, "config.yaml"))
@@ -85,9 +86,8 @@ func TestComponentFailureStopsTheProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case err := <-cp.exited:
-		cp.cmd = nil
-		if err == nil {
+	case <-cp.exited:
+		if cp.exitErr == nil {
 			t.Fatal("exit 0 after a component failed")
 		}
 		log := cp.logTail()

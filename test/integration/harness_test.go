@@ -48,7 +48,9 @@ type controlPlane struct {
 	args       []string
 	cmd        *exec.Cmd
 	logPath    string
-	exited     chan error
+	joinPort   int
+	exited     chan struct{} // closed when the process has exited
+	exitErr    error         // why it exited; read after exited is closed
 	notify     *notifySocket
 }
 
@@ -57,10 +59,10 @@ type controlPlane struct {
 func newControlPlane(t *testing.T, extraArgs ...string) *controlPlane {
 	t.Helper()
 	dir := t.TempDir()
-	ports := freePorts(t, 5)
+	ports := freePorts(t, 6)
 	cp := &controlPlane{
 		t: t, dir: dir, dataDir: filepath.Join(dir, "data"), configFile: filepath.Join(dir, "config.yaml"),
-		kubeconfig: filepath.Join(dir, "admin.kubeconfig"), apiPort: ports[0],
+		kubeconfig: filepath.Join(dir, "admin.kubeconfig"), apiPort: ports[0], joinPort: ports[5],
 	}
 	writeFile(t, cp.configFile, fmt.Sprintf(`apiVersion: vcluster-standalone.io/v1alpha1
 kind: ControlPlaneConfig
@@ -73,7 +75,8 @@ ports:
   etcdPeer: %d
   controllerManager: %d
   scheduler: %d
-`, ports[0], cp.dataDir, cp.kubeconfig, ports[1], ports[2], ports[3], ports[4]))
+joinPort: %d
+`, ports[0], cp.dataDir, cp.kubeconfig, ports[1], ports[2], ports[3], ports[4], ports[5]))
 	cp.args = append([]string{"start", "--config", cp.configFile}, extraArgs...)
 	t.Cleanup(cp.kill)
 	return cp
@@ -90,8 +93,8 @@ func (cp *controlPlane) start() {
 		if state != "READY=1" {
 			cp.t.Fatalf("first sd_notify state %q, want READY=1\n%s", state, cp.logTail())
 		}
-	case err := <-cp.exited:
-		cp.t.Fatalf("start exited before ready: %v\n%s", err, cp.logTail())
+	case <-cp.exited:
+		cp.t.Fatalf("start exited before ready: %v\n%s", cp.exitErr, cp.logTail())
 	case <-time.After(2 * time.Minute):
 		cp.t.Fatalf("not ready within 2 minutes\n%s", cp.logTail())
 	}
@@ -111,8 +114,12 @@ func (cp *controlPlane) startNoWait() error {
 	if err := cp.cmd.Start(); err != nil {
 		return err
 	}
-	cp.exited = make(chan error, 1)
-	go func() { cp.exited <- cp.cmd.Wait(); logFile.Close() }()
+	cp.exited = make(chan struct{})
+	go func() {
+		cp.exitErr = cp.cmd.Wait()
+		logFile.Close()
+		close(cp.exited)
+	}()
 	return nil
 }
 
@@ -122,9 +129,9 @@ func (cp *controlPlane) stop() {
 	begin := time.Now()
 	cp.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case err := <-cp.exited:
-		if err != nil {
-			cp.t.Fatalf("exit after SIGTERM: %v\n%s", err, cp.logTail())
+	case <-cp.exited:
+		if cp.exitErr != nil {
+			cp.t.Fatalf("exit after SIGTERM: %v\n%s", cp.exitErr, cp.logTail())
 		}
 		cp.t.Logf("stopped in %.1fs", time.Since(begin).Seconds())
 	case <-time.After(30 * time.Second):

@@ -33,7 +33,6 @@ import (
 // node-agent lies beside it.
 type joinControlPlane struct {
 	*controlPlane
-	joinPort  int
 	binDir    string // holds the vcluster-standalone copy; node-agent goes here
 	nodeAgent string
 }
@@ -47,14 +46,7 @@ func newJoinControlPlane(t *testing.T) *joinControlPlane {
 	t.Cleanup(func() { binary = saved })
 
 	cp := newControlPlane(t)
-	joinPort := freePorts(t, 1)[0]
-	f, err := os.OpenFile(cp.configFile, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(f, "joinPort: %d\n", joinPort)
-	f.Close()
-	return &joinControlPlane{controlPlane: cp, joinPort: joinPort, binDir: binDir, nodeAgent: filepath.Join(binDir, "node-agent")}
+	return &joinControlPlane{controlPlane: cp, binDir: binDir, nodeAgent: filepath.Join(binDir, "node-agent")}
 }
 
 func copyFile(t *testing.T, from, to string, mode os.FileMode) {
