@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -43,14 +42,7 @@ func newVersionCommand() *cobra.Command {
 		Example: "  node-agent version",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			k8s, err := version.Kubernetes()
-			if err != nil {
-				return err
-			}
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintf(w, "node-agent\t%s\n", version.Version)
-			fmt.Fprintf(w, "kubernetes\t%s\n", k8s)
-			return w.Flush()
+			return version.Print(cmd.OutOrStdout(), "node-agent", []string{"kubernetes"})
 		},
 	}
 }

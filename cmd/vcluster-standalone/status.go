@@ -132,17 +132,9 @@ func newVersionCommand() *cobra.Command {
 		Example: `  vcluster-standalone version`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			k8s, err := version.Kubernetes()
-			if err != nil {
-				return err
-			}
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintf(w, "vcluster-standalone\t%s\n", version.Version)
-			for _, name := range []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"} {
-				fmt.Fprintf(w, "%s\t%s\n", name, k8s)
-			}
-			fmt.Fprintf(w, "etcd\tv%s\n", etcdversion.Version)
-			return w.Flush()
+			return version.Print(cmd.OutOrStdout(), "vcluster-standalone",
+				[]string{"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"},
+				[2]string{"etcd", "v" + etcdversion.Version})
 		},
 	}
 }

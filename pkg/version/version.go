@@ -4,6 +4,9 @@ package version
 
 import (
 	"errors"
+	"fmt"
+	"io"
+	"text/tabwriter"
 
 	componentversion "k8s.io/component-base/version"
 )
@@ -19,4 +22,23 @@ func Kubernetes() (string, error) {
 		return "", errors.New("this binary was built without version ldflags; build it with `make build`")
 	}
 	return v, nil
+}
+
+// Print writes the version table a binary's `version` command shows: the
+// binary itself, then each embedded Kubernetes component, then extra rows
+// (name, version) such as etcd.
+func Print(w io.Writer, binary string, kubeComponents []string, extra ...[2]string) error {
+	k8s, err := Kubernetes()
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "%s\t%s\n", binary, Version)
+	for _, name := range kubeComponents {
+		fmt.Fprintf(tw, "%s\t%s\n", name, k8s)
+	}
+	for _, row := range extra {
+		fmt.Fprintf(tw, "%s\t%s\n", row[0], row[1])
+	}
+	return tw.Flush()
 }
