@@ -78,12 +78,7 @@ func (n *Node) Validate() []error {
 	add := func(field, value, allowed string) {
 		errs = append(errs, fmt.Errorf("%s: invalid value %q: %s", field, value, allowed))
 	}
-	if n.APIVersion != APIVersion {
-		add("apiVersion", n.APIVersion, "must be "+APIVersion)
-	}
-	if n.Kind != NodeKind {
-		add("kind", n.Kind, "must be "+NodeKind)
-	}
+	errs = append(errs, typeMetaErrors(n.APIVersion, n.Kind, NodeKind)...)
 	if n.Server == "" {
 		errs = append(errs, fmt.Errorf("server: not set; give the API server URL such as https://192.0.2.10:6443"))
 	} else if u, err := url.Parse(n.Server); err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {

@@ -22,12 +22,7 @@ func (c *ControlPlane) Validate() []error {
 		errs = append(errs, fmt.Errorf("%s: invalid value %q: %s", field, fmt.Sprint(value), allowed))
 	}
 
-	if c.APIVersion != APIVersion {
-		add("apiVersion", c.APIVersion, "must be "+APIVersion)
-	}
-	if c.Kind != ControlPlaneKind {
-		add("kind", c.Kind, "must be "+ControlPlaneKind)
-	}
+	errs = append(errs, typeMetaErrors(c.APIVersion, c.Kind, ControlPlaneKind)...)
 	if c.AdvertiseAddress == "" {
 		errs = append(errs, fmt.Errorf("advertiseAddress: not set and no address found on the default-route interface; set --advertise-address"))
 	} else if ip, err := netip.ParseAddr(c.AdvertiseAddress); err != nil || ip.IsUnspecified() {
@@ -142,4 +137,16 @@ func parseCIDR(field, value string, minBits, maxBits int, example string) (netip
 		return prefix, fmt.Errorf("%s: invalid value %q: has host bits set; did you mean %s?", field, value, prefix.Masked())
 	}
 	return prefix, nil
+}
+
+// typeMetaErrors checks a config file's apiVersion and kind.
+func typeMetaErrors(apiVersion, kind, wantKind string) []error {
+	var errs []error
+	if apiVersion != APIVersion {
+		errs = append(errs, fmt.Errorf("apiVersion: invalid value %q: must be %s", apiVersion, APIVersion))
+	}
+	if kind != wantKind {
+		errs = append(errs, fmt.Errorf("kind: invalid value %q: must be %s", kind, wantKind))
+	}
+	return errs
 }
