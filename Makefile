@@ -58,7 +58,7 @@ lab-down:
 e2e: build
 	@if [ -f /run/vcluster-standalone-lab/nodes ]; then echo "e2e: removing the running lab first (the suite brings up its own)"; $(LAB) down; fi
 	@rc=0; \
-	LAB_BIN=$(BIN) VCS_LAB=$(LAB) VCS_E2E_LOGS=$(E2E_LOGS) VCS_BINARY=$(BIN)/vcluster-standalone \
+	LAB_BIN=$(BIN) LAB_JOIN=0 VCS_LAB=$(LAB) VCS_E2E_LOGS=$(E2E_LOGS) VCS_BINARY=$(BIN)/vcluster-standalone \
 		$(GO) test -tags e2e -count=1 -timeout 40m -v ./test/e2e/ || rc=$$?; \
 	if [ -f /run/vcluster-standalone-lab/nodes ]; then \
 		[ $$rc -eq 0 ] || $(LAB) logs $(E2E_LOGS) || true; \
