@@ -179,24 +179,15 @@ func newComponents(c *config.ControlPlane, paths Paths) ([]component.Component, 
 	if err != nil {
 		return nil, err
 	}
-	apiHealth, err := newHealthProbe(superAdmin, LocalServer(c)+"/readyz")
-	if err != nil {
-		return nil, err
-	}
-	loopback := loopbackProbeConfig(paths)
-	cmHealth, err := newHealthProbe(loopback, fmt.Sprintf("https://127.0.0.1:%d/healthz", c.Ports.ControllerManager))
-	if err != nil {
-		return nil, err
-	}
-	schedHealth, err := newHealthProbe(loopback, fmt.Sprintf("https://127.0.0.1:%d/healthz", c.Ports.Scheduler))
+	health, err := healthProbes(c, paths)
 	if err != nil {
 		return nil, err
 	}
 	components := []component.Component{
 		newEtcd(paths, c.Ports.EtcdClient, c.Ports.EtcdPeer),
-		&apiServer{upstreamServer{args: mergeArgs(apiServerArgs(c, paths, encryption), c.ExtraArgs.APIServer), health: apiHealth, stopTimeout: 30 * time.Second, settleBeforeStop: true}},
-		&controllerManager{upstreamServer{args: mergeArgs(controllerManagerArgs(c, paths), c.ExtraArgs.ControllerManager), health: cmHealth, stopTimeout: 20 * time.Second}},
-		&scheduler{upstreamServer{args: mergeArgs(schedulerArgs(c, paths), c.ExtraArgs.Scheduler), health: schedHealth, stopTimeout: 20 * time.Second}},
+		&apiServer{upstreamServer{args: mergeArgs(apiServerArgs(c, paths, encryption), c.ExtraArgs.APIServer), health: health["kube-apiserver"], stopTimeout: 30 * time.Second, settleBeforeStop: true}},
+		&controllerManager{upstreamServer{args: mergeArgs(controllerManagerArgs(c, paths), c.ExtraArgs.ControllerManager), health: health["kube-controller-manager"], stopTimeout: 20 * time.Second}},
+		&scheduler{upstreamServer{args: mergeArgs(schedulerArgs(c, paths), c.ExtraArgs.Scheduler), health: health["kube-scheduler"], stopTimeout: 20 * time.Second}},
 		&bootstrapObjects{kubeconfig: paths.Kubeconfig("super-admin")},
 	}
 	return append(components, joinComponents(c, paths, superAdmin)...), nil

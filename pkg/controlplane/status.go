@@ -17,35 +17,50 @@ type ComponentHealth struct {
 	Err  error // nil when healthy
 }
 
-// Health probes every component of a running control plane.
-func Health(ctx context.Context, c *config.ControlPlane) []ComponentHealth {
-	paths := Paths{DataDir: c.DataDir}
+// healthOrder is the order status reports components in.
+var healthOrder = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"}
+
+// healthProbes returns, by component name, the endpoint that tells whether it
+// is healthy: start waits on them and status reports them.
+func healthProbes(c *config.ControlPlane, paths Paths) (map[string]healthProbe, error) {
 	admin, err := clientcmd.BuildConfigFromFlags("", paths.Kubeconfig("super-admin"))
 	if err != nil {
-		err = fmt.Errorf("cannot read credentials: %w", err)
-		return []ComponentHealth{{"etcd", err}, {"kube-apiserver", err}, {"kube-controller-manager", err}, {"kube-scheduler", err}}
+		return nil, fmt.Errorf("cannot read credentials: %w", err)
 	}
 	loopback := loopbackProbeConfig(paths)
-	checks := []struct {
-		name string
-		cfg  *rest.Config
-		url  string
+	endpoints := map[string]struct {
+		cfg *rest.Config
+		url string
 	}{
 		// etcd is checked through the apiserver's own etcd readiness check.
-		{"etcd", admin, LocalServer(c) + "/readyz/etcd"},
-		{"kube-apiserver", admin, LocalServer(c) + "/readyz"},
-		{"kube-controller-manager", loopback, fmt.Sprintf("https://127.0.0.1:%d/healthz", c.Ports.ControllerManager)},
-		{"kube-scheduler", loopback, fmt.Sprintf("https://127.0.0.1:%d/healthz", c.Ports.Scheduler)},
+		"etcd":                    {admin, LocalServer(c) + "/readyz/etcd"},
+		"kube-apiserver":          {admin, LocalServer(c) + "/readyz"},
+		"kube-controller-manager": {loopback, fmt.Sprintf("https://127.0.0.1:%d/healthz", c.Ports.ControllerManager)},
+		"kube-scheduler":          {loopback, fmt.Sprintf("https://127.0.0.1:%d/healthz", c.Ports.Scheduler)},
 	}
-	out := make([]ComponentHealth, 0, len(checks))
-	for _, check := range checks {
-		probe, err := newHealthProbe(check.cfg, check.url)
+	probes := map[string]healthProbe{}
+	for name, e := range endpoints {
+		probe, err := newHealthProbe(e.cfg, e.url)
+		if err != nil {
+			return nil, err
+		}
+		probes[name] = probe
+	}
+	return probes, nil
+}
+
+// Health probes every component of a running control plane.
+func Health(ctx context.Context, c *config.ControlPlane) []ComponentHealth {
+	probes, err := healthProbes(c, Paths{DataDir: c.DataDir})
+	out := make([]ComponentHealth, 0, len(healthOrder))
+	for _, name := range healthOrder {
 		if err == nil {
 			probeCtx, cancel := context.WithTimeout(ctx, 3*time.Second)
-			err = probe.check(probeCtx)
+			out = append(out, ComponentHealth{Name: name, Err: probes[name].check(probeCtx)})
 			cancel()
+		} else {
+			out = append(out, ComponentHealth{Name: name, Err: err})
 		}
-		out = append(out, ComponentHealth{Name: check.name, Err: err})
 	}
 	return out
 }
