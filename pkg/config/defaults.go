@@ -21,6 +21,8 @@ const (
 	DefaultPodCIDR             = "10.244.0.0/16"
 	DefaultServiceCIDR         = "10.96.0.0/12"
 	DefaultClusterDomain       = "cluster.local"
+	DefaultNetworkBackend      = BackendVXLAN
+	DefaultVNI                 = 4242
 	DefaultPodSecurityStandard = "baseline"
 	DefaultEtcdClientPort      = 2379
 	DefaultEtcdPeerPort        = 2380
@@ -63,6 +65,8 @@ func SetDefaults(c *ControlPlane, detectAddress func() (string, error)) {
 		}
 	}
 	setString(&c.Network.ClusterDomain, DefaultClusterDomain)
+	setString(&c.Network.Backend, DefaultNetworkBackend)
+	setInt(&c.Network.VNI, DefaultVNI)
 	setInt(&c.Ports.EtcdClient, DefaultEtcdClientPort)
 	setInt(&c.Ports.EtcdPeer, DefaultEtcdPeerPort)
 	setInt(&c.Ports.ControllerManager, DefaultControllerMgrPort)
@@ -71,6 +75,10 @@ func SetDefaults(c *ControlPlane, detectAddress func() (string, error)) {
 	if c.SecretsEncryption.Enabled == nil {
 		enabled := true
 		c.SecretsEncryption.Enabled = &enabled
+	}
+	if c.JoinNode == nil {
+		join := true
+		c.JoinNode = &join
 	}
 }
 

@@ -28,6 +28,8 @@ var controlPlaneFlags = []flagField{
 	{"service-cidr", "service network range (default " + DefaultServiceCIDR + ")", func(c *ControlPlane) any { return &c.Network.ServiceCIDR }},
 	{"cluster-dns", "cluster DNS Service IP (default: 10th address of the service range)", func(c *ControlPlane) any { return &c.Network.ClusterDNS }},
 	{"cluster-domain", "cluster DNS domain (default " + DefaultClusterDomain + ")", func(c *ControlPlane) any { return &c.Network.ClusterDomain }},
+	{"network-backend", "how pod traffic crosses nodes: vxlan or host-gw (default vxlan)", func(c *ControlPlane) any { return &c.Network.Backend }},
+	{"vni", "VXLAN network identifier of the cluster (default 4242)", func(c *ControlPlane) any { return &c.Network.VNI }},
 	{"etcd-client-port", "etcd client port on 127.0.0.1 (default 2379)", func(c *ControlPlane) any { return &c.Ports.EtcdClient }},
 	{"etcd-peer-port", "etcd peer port on 127.0.0.1 (default 2380)", func(c *ControlPlane) any { return &c.Ports.EtcdPeer }},
 	{"controller-manager-port", "kube-controller-manager secure port on 127.0.0.1 (default 10257)", func(c *ControlPlane) any { return &c.Ports.ControllerManager }},
@@ -39,6 +41,7 @@ var controlPlaneFlags = []flagField{
 	{"feature-gates", "feature gates for every component, e.g. Foo=true,Bar=false", func(c *ControlPlane) any { return &c.FeatureGates }},
 	{"pod-security-standard", "Pod Security Standard enforced by default: privileged, baseline or restricted (default baseline)", func(c *ControlPlane) any { return &c.Policies.PodSecurityStandard }},
 	{"secrets-encryption", "encrypt Secrets at rest (default true)", func(c *ControlPlane) any { return &c.SecretsEncryption.Enabled }},
+	{"join-node", "run workloads on the control-plane host too (default true)", func(c *ControlPlane) any { return &c.JoinNode }},
 }
 
 // Flags binds every control-plane flag to a config that holds flag values.

@@ -38,6 +38,9 @@ type Node struct {
 	NodeName string `json:"nodeName,omitempty"`
 	// NodeIP is the address the kubelet reports. Default: chosen by the kubelet.
 	NodeIP string `json:"nodeIP,omitempty"`
+	// Iface is the network interface pod traffic to other nodes leaves by.
+	// Default: the interface holding NodeIP, else the default route's.
+	Iface string `json:"iface,omitempty"`
 	// DataDir holds the node's credentials and state.
 	DataDir string `json:"dataDir,omitempty"`
 }
@@ -93,6 +96,9 @@ func (n *Node) Validate() []error {
 		if ip, err := netip.ParseAddr(n.NodeIP); err != nil || ip.IsUnspecified() {
 			add("nodeIP", n.NodeIP, "must be an IP address of this host such as 192.168.1.11")
 		}
+	}
+	if n.Iface != "" && !validIfaceName(n.Iface) {
+		add("iface", n.Iface, "must be a network interface name such as eth0 (1-15 characters, no '/' or spaces)")
 	}
 	if !filepath.IsAbs(n.DataDir) {
 		add("dataDir", n.DataDir, "must be an absolute path")
@@ -153,6 +159,7 @@ var nodeFlags = []struct {
 	{"server", "API server URL, e.g. https://192.0.2.10:6443", func(n *Node) *string { return &n.Server }},
 	{"node-name", "name of this node (default: the hostname, lowercased)", func(n *Node) *string { return &n.NodeName }},
 	{"node-ip", "address the kubelet reports for this node (default: chosen by the kubelet)", func(n *Node) *string { return &n.NodeIP }},
+	{"iface", "interface pod traffic to other nodes uses (default: the one holding --node-ip, else the default route's)", func(n *Node) *string { return &n.Iface }},
 	{"data-dir", "directory for the node's credentials and state (default " + DefaultNodeDataDir + ")", func(n *Node) *string { return &n.DataDir }},
 }
 
@@ -190,4 +197,10 @@ func ResolveNode(path string, required bool, flags *NodeFlags, hostname func() (
 		return nil, errs
 	}
 	return n, nil
+}
+
+// validIfaceName follows the kernel's rules for interface names.
+func validIfaceName(name string) bool {
+	return len(name) > 0 && len(name) <= 15 && name != "." && name != ".." &&
+		!strings.ContainsAny(name, "/: \t\n")
 }

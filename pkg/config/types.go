@@ -43,7 +43,14 @@ type ControlPlane struct {
 
 	Policies          PoliciesConfig          `json:"policies,omitempty"`
 	SecretsEncryption SecretsEncryptionConfig `json:"secretsEncryption,omitempty"`
+
+	// JoinNode makes the control-plane host a node too (it runs node-agent
+	// with credentials the control plane issues itself). Default true.
+	JoinNode *bool `json:"joinNode,omitempty"`
 }
+
+// JoinsNode reports whether the control-plane host also runs workloads.
+func (c *ControlPlane) JoinsNode() bool { return c.JoinNode == nil || *c.JoinNode }
 
 // NetworkConfig holds the cluster's address ranges and DNS settings.
 type NetworkConfig struct {
@@ -51,6 +58,11 @@ type NetworkConfig struct {
 	ServiceCIDR   string `json:"serviceCIDR,omitempty"`
 	ClusterDNS    string `json:"clusterDNS,omitempty"`
 	ClusterDomain string `json:"clusterDomain,omitempty"`
+	// Backend is how pod traffic crosses nodes: vxlan (any network) or
+	// host-gw (plain routes; every node on one L2 segment).
+	Backend string `json:"backend,omitempty"`
+	// VNI is the cluster's VXLAN network identifier.
+	VNI int `json:"vni,omitempty"`
 }
 
 // PortsConfig holds the ports of the components that listen on loopback only.

@@ -121,6 +121,12 @@ func validateNetwork(n *NetworkConfig) []error {
 	if msgs := validation.IsDNS1123Subdomain(n.ClusterDomain); len(msgs) > 0 {
 		errs = append(errs, fmt.Errorf("network.clusterDomain: invalid value %q: must be a DNS domain such as cluster.local", n.ClusterDomain))
 	}
+	if n.Backend != BackendVXLAN && n.Backend != BackendHostGW {
+		errs = append(errs, fmt.Errorf("network.backend: invalid value %q: must be %s or %s", n.Backend, BackendVXLAN, BackendHostGW))
+	}
+	if n.VNI < 1 || n.VNI > 16777215 {
+		errs = append(errs, fmt.Errorf("network.vni: invalid value %d: must be between 1 and 16777215", n.VNI))
+	}
 	return errs
 }
 
