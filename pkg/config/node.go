@@ -61,6 +61,40 @@ func (n *Node) KubeletClientCertFile() string {
 // KubeletClientCertFile so rotated certificates are picked up.
 func (n *Node) KubeletKubeconfig() string { return filepath.Join(n.DataDir, "kubelet.kubeconfig") }
 
+// RunDir holds the node's sockets and runtime state; it is gone after reboot.
+const RunDir = "/run/node-agent"
+
+// Node data-dir layout: every path node-agent and its parts use.
+
+// BinDir holds runc and the multi-call links to node-agent (the containerd
+// shim and the CNI plugin); containerd and the CNI runtime search it.
+func (n *Node) BinDir() string { return filepath.Join(n.DataDir, "bin") }
+
+// ContainerdRoot is containerd's persistent root (content, snapshots, metadata).
+func (n *Node) ContainerdRoot() string { return filepath.Join(n.DataDir, "containerd") }
+
+// ContainerdState is containerd's runtime state directory.
+func ContainerdState() string { return filepath.Join(RunDir, "containerd") }
+
+// ContainerdSocket is the CRI/containerd API socket.
+func ContainerdSocket() string { return filepath.Join(ContainerdState(), "containerd.sock") }
+
+// CNIConfDir is node-agent's own CNI config directory (nothing else's).
+func (n *Node) CNIConfDir() string { return filepath.Join(n.DataDir, "cni", "net.d") }
+
+// IPAMDir holds the CNI plugin's address allocations.
+func (n *Node) IPAMDir() string { return filepath.Join(n.DataDir, "cni", "ipam") }
+
+// ImagesDir holds OCI archives imported at every start.
+func (n *Node) ImagesDir() string { return filepath.Join(n.DataDir, "images") }
+
+// KubeletRoot is the kubelet's root directory (pods, volumes, plugins).
+func (n *Node) KubeletRoot() string { return filepath.Join(n.DataDir, "kubelet") }
+
+// ClusterSettingsFile caches the control plane's ClusterSettings so the node
+// can restart its parts while the control plane is unreachable.
+func (n *Node) ClusterSettingsFile() string { return filepath.Join(n.DataDir, "cluster.yaml") }
+
 // SetNodeDefaults fills every empty field of n. hostname supplies the default
 // node name; os.Hostname is the real one.
 func SetNodeDefaults(n *Node, hostname func() (string, error)) {
