@@ -115,7 +115,7 @@ func Write(w io.Writer, spec Spec) (Result, error) {
 	mdesc := manifest.descriptor()
 	mdesc.Platform = &platform
 	mdesc.Annotations = map[string]string{
-		ocispec.AnnotationRefName: tagOf(spec.Name),
+		ocispec.AnnotationRefName:  tagOf(spec.Name),
 		"io.containerd.image.name": spec.Name,
 	}
 	idx := ocispec.Index{
