@@ -33,6 +33,9 @@ func TestDefaults(t *testing.T) {
 		"join port":         {itoa(c.JoinPort), "6444"},
 		"scheduler port":    {itoa(c.Ports.Scheduler), "10259"},
 		"controller-m port": {itoa(c.Ports.ControllerManager), "10257"},
+		"local node config": {c.LocalNode.ConfigFile, "/etc/node-agent/config.yaml"},
+		"local node data":   {c.LocalNode.DataDir, "/var/lib/node-agent"},
+		"local node units":  {c.LocalNode.UnitDir, "/etc/systemd/system"},
 	}
 	for name, got := range checks {
 		if got[0] != got[1] {
@@ -86,6 +89,9 @@ func TestValidationErrors(t *testing.T) {
 		{"join port range", func(c *ControlPlane) { c.JoinPort = -1 }, `joinPort: invalid value "-1": must be a port between 1 and 65535`},
 		{"join port clash", func(c *ControlPlane) { c.JoinPort = 6443 }, `joinPort: invalid value "6443": already used by apiPort`},
 		{"relative data dir", func(c *ControlPlane) { c.DataDir = "data" }, `dataDir: invalid value "data": must be an absolute path`},
+		{"relative local node config", func(c *ControlPlane) { c.LocalNode.ConfigFile = "node.yaml" }, `localNode.configFile: invalid value "node.yaml": must be an absolute path`},
+		{"relative local node unit dir", func(c *ControlPlane) { c.LocalNode.UnitDir = "units" }, `localNode.unitDir: invalid value "units": must be an absolute path`},
+		{"local node data dir is the control plane's", func(c *ControlPlane) { c.LocalNode.DataDir = c.DataDir }, `localNode.dataDir: invalid value "/var/lib/vcluster-standalone": must differ from dataDir`},
 		{"san", func(c *ControlPlane) { c.ExtraSANs = []string{"ok.example.com", "not a name"} }, `extraSANs[1]: invalid value "not a name"`},
 		{"extra arg key", func(c *ControlPlane) { c.ExtraArgs.APIServer = map[string]string{"--v": "2"} }, `extraArgs.apiServer: invalid value "--v"`},
 		{"pss", func(c *ControlPlane) { c.Policies.PodSecurityStandard = "strict" }, `policies.podSecurityStandard: invalid value "strict": must be one of privileged, baseline, restricted`},
@@ -215,7 +221,7 @@ func TestEveryConfigKeyHasAFlag(t *testing.T) {
 	// config where every field is set in YAML.
 	out, _ := yaml.Marshal(c)
 	data := string(out)
-	for _, key := range []string{"advertiseAddress", "bindAddress", "apiPort", "joinPort", "dataDir", "adminKubeconfig", "podCIDR", "serviceCIDR", "clusterDNS", "clusterDomain", "etcdClient", "etcdPeer", "controllerManager", "scheduler", "extraSANs", "apiServer", "featureGates", "podSecurityStandard", "enabled"} {
+	for _, key := range []string{"advertiseAddress", "bindAddress", "apiPort", "joinPort", "dataDir", "adminKubeconfig", "podCIDR", "serviceCIDR", "clusterDNS", "clusterDomain", "etcdClient", "etcdPeer", "controllerManager", "scheduler", "extraSANs", "apiServer", "featureGates", "podSecurityStandard", "enabled", "joinNode", "configFile", "unitDir"} {
 		if !strings.Contains(data, key+":") {
 			t.Errorf("config key %s is not set by any flag", key)
 		}

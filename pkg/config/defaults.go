@@ -28,6 +28,7 @@ const (
 	DefaultEtcdPeerPort        = 2380
 	DefaultControllerMgrPort   = 10257
 	DefaultSchedulerPort       = 10259
+	DefaultUnitDir             = "/etc/systemd/system"
 	// clusterDNSOffset: the cluster DNS Service takes the 10th address of the
 	// service range, as kubeadm does.
 	clusterDNSOffset = 10
@@ -80,6 +81,9 @@ func SetDefaults(c *ControlPlane, detectAddress func() (string, error)) {
 		join := true
 		c.JoinNode = &join
 	}
+	setString(&c.LocalNode.ConfigFile, DefaultNodeConfigFile)
+	setString(&c.LocalNode.DataDir, DefaultNodeDataDir)
+	setString(&c.LocalNode.UnitDir, DefaultUnitDir)
 }
 
 func setString(field *string, value string) {

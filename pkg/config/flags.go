@@ -42,6 +42,9 @@ var controlPlaneFlags = []flagField{
 	{"pod-security-standard", "Pod Security Standard enforced by default: privileged, baseline or restricted (default baseline)", func(c *ControlPlane) any { return &c.Policies.PodSecurityStandard }},
 	{"secrets-encryption", "encrypt Secrets at rest (default true)", func(c *ControlPlane) any { return &c.SecretsEncryption.Enabled }},
 	{"join-node", "run workloads on the control-plane host too (default true)", func(c *ControlPlane) any { return &c.JoinNode }},
+	{"local-node-config-file", "with --join-node: where to write this host's node-agent config (default " + DefaultNodeConfigFile + ")", func(c *ControlPlane) any { return &c.LocalNode.ConfigFile }},
+	{"local-node-data-dir", "with --join-node: this host's node-agent data dir, for its credentials (default " + DefaultNodeDataDir + ")", func(c *ControlPlane) any { return &c.LocalNode.DataDir }},
+	{"local-node-unit-dir", "with --join-node: where to write node-agent.service (default " + DefaultUnitDir + ")", func(c *ControlPlane) any { return &c.LocalNode.UnitDir }},
 }
 
 // Flags binds every control-plane flag to a config that holds flag values.

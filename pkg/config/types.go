@@ -47,6 +47,20 @@ type ControlPlane struct {
 	// JoinNode makes the control-plane host a node too (it runs node-agent
 	// with credentials the control plane issues itself). Default true.
 	JoinNode *bool `json:"joinNode,omitempty"`
+	// LocalNode is where start writes the host's own node-agent config,
+	// credentials and unit when JoinNode is on.
+	LocalNode LocalNodeConfig `json:"localNode,omitempty"`
+}
+
+// LocalNodeConfig holds the paths of the control-plane host's own node:
+// the same files `node-agent join` writes on other machines.
+type LocalNodeConfig struct {
+	// ConfigFile is the node-agent config file (default /etc/node-agent/config.yaml).
+	ConfigFile string `json:"configFile,omitempty"`
+	// DataDir holds the node's credentials and state (default /var/lib/node-agent).
+	DataDir string `json:"dataDir,omitempty"`
+	// UnitDir receives node-agent.service (default /etc/systemd/system).
+	UnitDir string `json:"unitDir,omitempty"`
 }
 
 // JoinsNode reports whether the control-plane host also runs workloads.

@@ -35,10 +35,17 @@ func (c *ControlPlane) Validate() []error {
 		add("bindAddress", c.BindAddress, "must be an IP address such as 0.0.0.0")
 	}
 	errs = append(errs, validatePorts(c)...)
-	for field, path := range map[string]string{"dataDir": c.DataDir, "adminKubeconfig": c.AdminKubeconfig} {
-		if !filepath.IsAbs(path) {
-			add(field, path, "must be an absolute path")
+	paths := map[string]string{
+		"dataDir": c.DataDir, "adminKubeconfig": c.AdminKubeconfig,
+		"localNode.configFile": c.LocalNode.ConfigFile, "localNode.dataDir": c.LocalNode.DataDir, "localNode.unitDir": c.LocalNode.UnitDir,
+	}
+	for _, field := range slices.Sorted(maps.Keys(paths)) {
+		if !filepath.IsAbs(paths[field]) {
+			add(field, paths[field], "must be an absolute path")
 		}
+	}
+	if c.LocalNode.DataDir == c.DataDir {
+		add("localNode.dataDir", c.LocalNode.DataDir, "must differ from dataDir: the node's files and the control plane's live apart")
 	}
 
 	errs = append(errs, validateNetwork(&c.Network)...)
