@@ -8,10 +8,10 @@ import (
 	"strconv"
 	"syscall"
 
-	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/spf13/cobra"
 	"k8s.io/klog/v2"
 
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/component"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/controlplane"
 )
@@ -44,7 +44,7 @@ READY=1 once /readyz answers ok.`,
 		}
 		setLogVerbosity(verbosity)
 		tuneGC()
-		notify := systemdNotifier()
+		notify := component.SystemdNotifier()
 		ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()
 		return controlplane.Run(ctx, controlplane.Options{
@@ -60,21 +60,6 @@ func setLogVerbosity(v int) {
 	fs := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(fs)
 	fs.Set("v", strconv.Itoa(v))
-}
-
-// systemdNotifier takes NOTIFY_SOCKET out of the environment before any
-// component starts: the embedded kube-apiserver would otherwise report
-// READY=1 as soon as it listens, long before the control plane is ready.
-func systemdNotifier() func(state string) {
-	socket := os.Getenv("NOTIFY_SOCKET")
-	os.Unsetenv("NOTIFY_SOCKET")
-	return func(state string) {
-		if socket == "" {
-			return
-		}
-		os.Setenv("NOTIFY_SOCKET", socket)
-		daemon.SdNotify(true, state) // true: unset it again
-	}
 }
 
 // tuneGC trades a little CPU for memory: four servers share one heap, and
