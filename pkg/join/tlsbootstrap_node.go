@@ -165,46 +165,68 @@ func (j *NodeJoin) alreadyJoined(now time.Time) (bool, error) {
 	return true, nil
 }
 
-// writeFiles writes the CA, the client certificate, the kubelet kubeconfig,
-// the unit and, last, the node config that marks the join as done.
+// writeFiles writes the node's files (WriteNodeFiles) with what the join
+// discovered and was issued.
 func (j *NodeJoin) writeFiles(cluster *DiscoveredCluster, cert *KubeletClientCert) error {
-	n := j.Node
-	if err := os.MkdirAll(n.DataDir, 0o700); err != nil {
-		return fmt.Errorf("failed to create %s: %v", n.DataDir, err)
+	files := NodeFiles{ConfigFile: j.ConfigFile, UnitDir: j.UnitDir, Unit: j.Unit}
+	certFile, err := WriteNodeFiles(j.Node, files, cluster.CAPEM, cert)
+	if err != nil {
+		return err
 	}
-	if err := pki.WriteFileAtomic(n.CAFile(), cluster.CAPEM, 0o644); err != nil {
-		return fmt.Errorf("failed to write %s: %v", n.CAFile(), err)
+	j.say("wrote %s, %s (0600), %s and %s", j.ConfigFile, certFile, j.Node.KubeletKubeconfig(), files.UnitPath())
+	return nil
+}
+
+// NodeFiles says where a node's config and systemd unit go.
+type NodeFiles struct {
+	ConfigFile string // the node config (/etc/node-agent/config.yaml)
+	UnitDir    string // where the unit is written (/etc/systemd/system)
+	Unit       []byte // the text of NodeUnit
+}
+
+// UnitPath is where the node-agent unit is written.
+func (f NodeFiles) UnitPath() string { return filepath.Join(f.UnitDir, NodeUnit) }
+
+// WriteNodeFiles writes a joined node's files: the cluster CA, the kubelet
+// client certificate (kubelet's rotating layout), the kubelet kubeconfig, the
+// unit and, last, the node config that marks the node as joined. Both
+// `node-agent join` and the control plane (for its own host) use it, so every
+// node has the same layout. It returns the client certificate's path.
+func WriteNodeFiles(n *config.Node, f NodeFiles, caPEM []byte, cert *KubeletClientCert) (string, error) {
+	if err := os.MkdirAll(n.DataDir, 0o700); err != nil {
+		return "", fmt.Errorf("failed to create %s: %v", n.DataDir, err)
+	}
+	if err := pki.WriteFileAtomic(n.CAFile(), caPEM, 0o644); err != nil {
+		return "", fmt.Errorf("failed to write %s: %v", n.CAFile(), err)
 	}
 	certFile, err := StoreKubeletClientCert(n.PKIDir(), cert)
 	if err != nil {
-		return err
+		return "", err
 	}
 	kubeconfig, err := KubeletKubeconfig(n.Server, n.CAFile(), certFile)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if err := pki.WriteFileAtomic(n.KubeletKubeconfig(), kubeconfig, 0o600); err != nil {
-		return fmt.Errorf("failed to write %s: %v", n.KubeletKubeconfig(), err)
+		return "", fmt.Errorf("failed to write %s: %v", n.KubeletKubeconfig(), err)
 	}
-	unitPath := filepath.Join(j.UnitDir, NodeUnit)
-	if err := os.MkdirAll(j.UnitDir, 0o755); err != nil {
-		return fmt.Errorf("failed to create %s: %v", j.UnitDir, err)
+	if err := os.MkdirAll(f.UnitDir, 0o755); err != nil {
+		return "", fmt.Errorf("failed to create %s: %v", f.UnitDir, err)
 	}
-	if err := pki.WriteIfChanged(unitPath, j.Unit, 0o644); err != nil {
-		return fmt.Errorf("failed to write %s: %v", unitPath, err)
+	if err := pki.WriteIfChanged(f.UnitPath(), f.Unit, 0o644); err != nil {
+		return "", fmt.Errorf("failed to write %s: %v", f.UnitPath(), err)
 	}
 	data, err := config.MarshalNode(n)
 	if err != nil {
-		return err
+		return "", err
 	}
-	if err := os.MkdirAll(filepath.Dir(j.ConfigFile), 0o755); err != nil {
-		return fmt.Errorf("failed to create %s: %v", filepath.Dir(j.ConfigFile), err)
+	if err := os.MkdirAll(filepath.Dir(f.ConfigFile), 0o755); err != nil {
+		return "", fmt.Errorf("failed to create %s: %v", filepath.Dir(f.ConfigFile), err)
 	}
-	if err := pki.WriteFileAtomic(j.ConfigFile, data, 0o644); err != nil {
-		return fmt.Errorf("failed to write %s: %v", j.ConfigFile, err)
+	if err := pki.WriteFileAtomic(f.ConfigFile, data, 0o644); err != nil {
+		return "", fmt.Errorf("failed to write %s: %v", f.ConfigFile, err)
 	}
-	j.say("wrote %s, %s (0600), %s and %s", j.ConfigFile, certFile, n.KubeletKubeconfig(), unitPath)
-	return nil
+	return certFile, nil
 }
 
 func (j *NodeJoin) enable(ctx context.Context) error {
