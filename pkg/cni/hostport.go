@@ -218,7 +218,7 @@ func deletePodChains(ipt *iptables.IPTables, chains []string) error {
 			return fmt.Errorf("failed to list %s: %w", hostportsChain, err)
 		}
 		for _, r := range rules {
-			f := strings.Fields(r)
+			f := splitRule(r)
 			if len(f) < 4 || f[0] != "-A" || !victim[jumpTarget(f)] {
 				continue
 			}
@@ -233,6 +233,37 @@ func deletePodChains(ipt *iptables.IPTables, chains []string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// splitRule splits a rule in `iptables -S` form into arguments, undoing the
+// double quotes iptables puts around comments.
+func splitRule(rule string) []string {
+	var out []string
+	var cur strings.Builder
+	inQuote, have := false, false
+	for i := 0; i < len(rule); i++ {
+		ch := rule[i]
+		switch {
+		case ch == '\\' && inQuote && i+1 < len(rule):
+			i++
+			cur.WriteByte(rule[i])
+		case ch == '"':
+			inQuote, have = !inQuote, true
+		case (ch == ' ' || ch == '\t') && !inQuote:
+			if have {
+				out = append(out, cur.String())
+				cur.Reset()
+				have = false
+			}
+		default:
+			cur.WriteByte(ch)
+			have = true
+		}
+	}
+	if have {
+		out = append(out, cur.String())
+	}
+	return out
 }
 
 // jumpTarget returns the -j argument of a rule in `iptables -S` form.

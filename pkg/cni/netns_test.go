@@ -182,3 +182,5 @@ func dial(n ns.NetNS, addr string) error {
 		return nil
 	})
 }
+
+func netParse(s string) (net.IP, *net.IPNet, error) { return net.ParseCIDR(s) }
