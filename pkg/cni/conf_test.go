@@ -36,7 +36,8 @@ func TestWriteConfList(t *testing.T) {
 		t.Fatalf("capabilities = %v", p["capabilities"])
 	}
 	// The written entry parses back as the plugin's own config.
-	_, nw, err := parseConf(data[strings.Index(string(data), "{\n      \"type\""):strings.LastIndex(string(data), "}\n  ]")+1])
+	entry, _ := json.Marshal(p)
+	_, nw, err := parseConf(entry)
 	if err != nil || nw.gateway.String() != "10.244.1.1/24" || nw.mtu != 1450 {
 		t.Fatalf("parse back: %v %+v", err, nw)
 	}
