@@ -60,7 +60,7 @@ type Controller struct {
 	settings config.ClusterSettings
 
 	local Local
-	dp    *Dataplane
+	dp    dataplane
 
 	cancel  context.CancelFunc
 	done    chan struct{}
@@ -68,6 +68,12 @@ type Controller struct {
 	failed  chan error
 	trigger chan struct{}
 	stopMu  sync.Mutex
+}
+
+// dataplane is what the controller needs of *Dataplane.
+type dataplane interface {
+	EnsureLocal(Local) error
+	SyncPeers(Local, []Peer) error
 }
 
 // New returns the controller for the node described by node, in the cluster
