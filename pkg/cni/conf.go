@@ -185,12 +185,12 @@ func WriteConfList(dir string, c NetConf) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("failed to create CNI config dir: %w", err)
 	}
-	return writeFileAtomic(path, data, 0o644)
+	return writeFileAtomic(path, data, 0o644, true)
 }
 
-// writeFileAtomic writes data to a temp file in path's directory, syncs it and
-// renames it over path.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+// writeFileAtomic writes data to a temp file in path's directory, syncs it
+// when asked, and renames it over path.
+func writeFileAtomic(path string, data []byte, perm os.FileMode, sync bool) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return fmt.Errorf("failed to write %s: %w", path, err)
@@ -200,7 +200,7 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	if werr == nil {
 		werr = tmp.Chmod(perm)
 	}
-	if werr == nil {
+	if werr == nil && sync {
 		werr = tmp.Sync()
 	}
 	if cerr := tmp.Close(); werr == nil {

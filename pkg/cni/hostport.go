@@ -304,8 +304,18 @@ func removeAllHostports(ipt *iptables.IPTables) error {
 		if !slices.Contains(ours, j.target) {
 			continue
 		}
-		if err := ipt.DeleteIfExists(natTable, j.chain, j.rule...); err != nil {
-			errs = append(errs, fmt.Errorf("failed to delete jump from %s: %w", j.chain, err))
+		// Racing ADDs may have inserted the jump twice: delete every copy.
+		for i := 0; i < 10; i++ {
+			ok, err := ipt.Exists(natTable, j.chain, j.rule...)
+			if err == nil && ok {
+				err = ipt.Delete(natTable, j.chain, j.rule...)
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("failed to delete jump from %s: %w", j.chain, err))
+			}
+			if err != nil || !ok {
+				break
+			}
 		}
 	}
 	// Flush all first: VCS-HOSTPORTS refers to the pod chains.

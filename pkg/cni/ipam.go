@@ -178,7 +178,7 @@ func (a *allocator) allocateNew(id, ifname string) (net.IP, error) {
 			continue
 		}
 		// The cursor is only a hint; a failed write just means earlier reuse.
-		_ = writeFileAtomic(filepath.Join(a.dir, ipamCursorFile), []byte(ip.String()+"\n"), 0o600)
+		_ = writeFileAtomic(filepath.Join(a.dir, ipamCursorFile), []byte(ip.String()+"\n"), 0o600, false)
 		return ip, nil
 	}
 	inUse := 0
