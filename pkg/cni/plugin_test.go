@@ -197,3 +197,48 @@ func TestAddErrors(t *testing.T) {
 		t.Fatalf("failed ADD leaked %v", all)
 	}
 }
+
+// Concurrent first ADDs race to create the bridge, its address and the
+// hostPort chains; all must succeed with distinct addresses.
+func TestConcurrentAdds(t *testing.T) {
+	l := newLab(t)
+	const n = 8
+	pods := make([]ns.NetNS, n)
+	for i := range pods {
+		pods[i] = newNS(t)
+	}
+	errs := make(chan error, n)
+	ips := make(chan string, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			a := l.args("cc"+strings.Repeat("x", i), pods[i], portMaps)
+			err := l.in(func() error {
+				res, err := add(a)
+				if err == nil {
+					ips <- res.IPs[0].Address.IP.String()
+				}
+				return err
+			})
+			errs <- err
+		}()
+	}
+	for i := 0; i < n; i++ {
+		if err := <-errs; err != nil {
+			t.Errorf("concurrent ADD: %v", err)
+		}
+	}
+	close(ips)
+	seen := map[string]bool{}
+	for ip := range ips {
+		if seen[ip] {
+			t.Fatalf("%s handed out twice", ip)
+		}
+		seen[ip] = true
+	}
+	if len(seen) != n {
+		t.Fatalf("%d addresses, want %d", len(seen), n)
+	}
+	if err := ping(pods[0], net.ParseIP("10.244.1.1")); err != nil {
+		t.Fatalf("pod -> gateway: %v", err)
+	}
+}
