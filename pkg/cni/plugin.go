@@ -80,6 +80,11 @@ func add(args *skel.CmdArgs) (res *current.Result, err error) {
 	defer func() {
 		if err != nil && fresh {
 			// Leave nothing half-made behind a first ADD that failed.
+			if conf.RuntimeConfig != nil && len(conf.RuntimeConfig.PortMappings) > 0 {
+				if ipt, e := newIPTables(); e == nil {
+					_ = teardownPodChain(ipt, podChainName(args.ContainerID, args.IfName))
+				}
+			}
 			_ = deleteHostVeth(s.hostName)
 			_ = alloc.Release(args.ContainerID, args.IfName)
 		}
