@@ -4,6 +4,7 @@ GO ?= go
 BIN := $(CURDIR)/bin
 
 KUBE_VERSION := v1.36.3
+RUNC_VERSION := v1.5.2
 KUBE_MAJOR := 1
 KUBE_MINOR := 36
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -15,17 +16,28 @@ BUILD_DATE := $(shell TZ=UTC git log -1 --format=%cd --date=format-local:%Y-%m-%
 VERSION_PKGS := k8s.io/component-base/version k8s.io/client-go/pkg/version
 LDFLAGS := -s -w \
 	$(foreach p,$(VERSION_PKGS),-X $(p).gitVersion=$(KUBE_VERSION) -X $(p).gitMajor=$(KUBE_MAJOR) -X $(p).gitMinor=$(KUBE_MINOR) -X $(p).gitTreeState=clean -X $(p).buildDate=$(BUILD_DATE)) \
-	-X github.com/vcluster-standalone/vcluster-standalone/pkg/version.Version=$(VERSION)
+	-X github.com/vcluster-standalone/vcluster-standalone/pkg/version.Version=$(VERSION) \
+	-X github.com/vcluster-standalone/vcluster-standalone/pkg/version.Runc=$(RUNC_VERSION)
 export LDFLAGS
 
-.PHONY: all build test unit integration e2e lab lab-down bench vet fmt clean
+.PHONY: all build test unit integration e2e lab lab-down bench vet fmt clean images system-images
 
 all: build
 
-build:
+build: pkg/node/embedded/runc system-images
 	@mkdir -p $(BIN)
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/vcluster-standalone ./cmd/vcluster-standalone
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/node-agent ./cmd/node-agent
+
+# runc, from its Go module at a pinned version: static, with seccomp
+# (libseccomp-dev), embedded in node-agent which installs it at start.
+$(BIN)/runc-$(RUNC_VERSION)/runc:
+	@mkdir -p $(@D)
+	cd / && CGO_ENABLED=1 GOFLAGS= GOBIN=$(@D) $(GO) install -tags 'seccomp netgo osusergo urfave_cli_no_docs' \
+		-ldflags '-s -w -extldflags -static -X main.version=$(RUNC_VERSION:v%=%)' github.com/opencontainers/runc@$(RUNC_VERSION)
+
+pkg/node/embedded/runc: $(BIN)/runc-$(RUNC_VERSION)/runc
+	cp $< $@
 
 # Unit tests run beside the code; integration tests start the real binary on free ports.
 test: build vet
@@ -40,6 +52,64 @@ bench: build
 
 clean:
 	rm -rf $(BIN)
+
+# ---- system images (owned by images/, hack/ociimage, pkg/node/images) --------
+# pause and CoreDNS are built from Go sources into OCI archives and embedded
+# in node-agent (pkg/node/images/embedded), which imports them at start; the
+# busybox image (from Debian's busybox-static) is for tests only. Names come
+# from pkg/config/images.go; CoreDNS's version from images/coredns/go.mod.
+IMAGES := $(BIN)/images
+IMAGES_EMBED := pkg/node/images/embedded
+PAUSE_IMAGE = $(shell sed -n 's/^[[:space:]]*PauseImage[[:space:]]*=[[:space:]]*"\(.*\)"/\1/p' pkg/config/images.go)
+COREDNS_IMAGE = $(shell sed -n 's/^[[:space:]]*CoreDNSImage[[:space:]]*=[[:space:]]*"\(.*\)"/\1/p' pkg/config/images.go)
+BUSYBOX_IMAGE := localhost/busybox:e2e
+IMAGE_GOBUILD := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w'
+
+images: $(IMAGES)/pause.tar $(IMAGES)/coredns.tar $(IMAGES)/busybox.tar
+
+system-images: $(IMAGES_EMBED)/pause.tar $(IMAGES_EMBED)/coredns.tar
+
+$(IMAGES_EMBED)/%.tar: $(IMAGES)/%.tar
+	cp $< $@
+
+$(IMAGES)/ociimage: $(wildcard hack/ociimage/*.go)
+	@mkdir -p $(@D)
+	$(GO) build -o $@ ./hack/ociimage
+
+$(IMAGES)/pause: $(wildcard images/pause/*.go)
+	@mkdir -p $(@D)
+	$(IMAGE_GOBUILD) -o $@ ./images/pause
+
+$(IMAGES)/pause.tar: $(IMAGES)/pause $(IMAGES)/ociimage pkg/config/images.go
+	$(IMAGES)/ociimage -o $@ -name $(PAUSE_IMAGE) -file $<:/pause:0755 \
+		-entrypoint '["/pause"]' -user 65535:65535
+
+$(IMAGES)/coredns: $(wildcard images/coredns/*.go) images/coredns/go.mod images/coredns/go.sum
+	cd images/coredns && $(IMAGE_GOBUILD) -o $@ .
+
+$(IMAGES)/coredns.tar: $(IMAGES)/coredns $(IMAGES)/ociimage pkg/config/images.go
+	$(IMAGES)/ociimage -o $@ -name $(COREDNS_IMAGE) -file $<:/coredns:0755 \
+		-entrypoint '["/coredns"]' -cmd '["-conf","/etc/coredns/Corefile"]' \
+		-expose 53/udp -expose 53/tcp -expose 9153/tcp
+
+# busybox-static from the Debian archive (apt-get download, no root needed to
+# extract); every applet is a symlink in /bin.
+$(IMAGES)/busybox/bin/busybox:
+	@rm -rf $(IMAGES)/busybox && mkdir -p $(IMAGES)/busybox/deb
+	cd $(IMAGES)/busybox/deb && apt-get download busybox-static
+	dpkg-deb -x $(IMAGES)/busybox/deb/busybox-static_*.deb $(IMAGES)/busybox/root
+	mkdir -p $(@D) $(IMAGES)/busybox/etc
+	printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >$(IMAGES)/busybox/etc/passwd
+	printf 'root:x:0:\nnogroup:x:65534:\n' >$(IMAGES)/busybox/etc/group
+	cp $(IMAGES)/busybox/root/bin/busybox $@
+
+$(IMAGES)/busybox.tar: $(IMAGES)/busybox/bin/busybox $(IMAGES)/ociimage
+	$(IMAGES)/ociimage -o $@ -name $(BUSYBOX_IMAGE) -file $<:/bin/busybox:0755 \
+		-file $(IMAGES)/busybox/etc/passwd:/etc/passwd -file $(IMAGES)/busybox/etc/group:/etc/group \
+		$$($< --list | grep -vx busybox | sed 's|.*|-link /bin/&=busybox|') \
+		-dir /tmp -dir /root -dir /usr/bin -dir /usr/sbin -dir /sbin \
+		-env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin -cmd '["sh"]'
+# ---- end of system images block ----------------------------------------------
 
 # ---- lab and end-to-end suite (owned by test/vm, test/e2e) -------------------
 # `make lab` boots 1 control plane + 2 nodes as systemd-nspawn machines and

@@ -7,13 +7,19 @@ import (
 	"os"
 	"strings"
 
+	containerdversion "github.com/containerd/containerd/v2/version"
 	"github.com/spf13/cobra"
 
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/cni"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/version"
 	"github.com/vcluster-standalone/vcluster-standalone/systemd"
 )
 
 func main() {
+	if multiCall() {
+		return
+	}
 	root := newRootCommand()
 	if err := root.Execute(); err != nil {
 		fmt.Fprintf(os.Stderr, "error: %s\n", strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", " "))
@@ -31,7 +37,7 @@ func newRootCommand() *cobra.Command {
   node-agent join --server https://192.0.2.10:6443 --token abcdef.0123456789abcdef --ca-cert-hash sha256:<64 hex>`,
 	}
 	root.CompletionOptions.DisableDefaultCmd = true
-	root.AddCommand(newJoinCommand(), newVersionCommand(), newUnitCommand())
+	root.AddCommand(newJoinCommand(), newRunCommand(), newContainerdCommand(), newVersionCommand(), newUnitCommand())
 	return root
 }
 
@@ -42,7 +48,12 @@ func newVersionCommand() *cobra.Command {
 		Example: "  node-agent version",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return version.Print(cmd.OutOrStdout(), "node-agent", []string{"kubernetes"})
+			return version.Print(cmd.OutOrStdout(), "node-agent", []string{"kubelet", "kube-proxy"},
+				[2]string{"containerd", "v" + strings.TrimSuffix(containerdversion.Version, "+unknown")},
+				[2]string{"runc", version.Runc},
+				[2]string{"cni spec", cni.ConfCNIVersion},
+				[2]string{"pause image", config.PauseImage},
+				[2]string{"coredns image", config.CoreDNSImage})
 		},
 	}
 }

@@ -42,3 +42,6 @@ func Print(w io.Writer, binary string, kubeComponents []string, extra ...[2]stri
 	}
 	return tw.Flush()
 }
+
+// Runc is the version of the runc embedded in node-agent, set by the Makefile.
+var Runc = "unknown"

@@ -1,0 +1,112 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	utilfeature "k8s.io/apiserver/pkg/util/feature"
+	kubeletapp "k8s.io/kubernetes/cmd/kubelet/app"
+	kubeletoptions "k8s.io/kubernetes/cmd/kubelet/app/options"
+	kubeletvalidation "k8s.io/kubernetes/pkg/kubelet/apis/config/validation"
+	"k8s.io/kubernetes/pkg/kubelet/kubeletconfig/configfiles"
+	utilfs "k8s.io/kubernetes/pkg/util/filesystem"
+
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
+)
+
+// Kubelet runs the upstream kubelet in-process from its app package, with a
+// KubeletConfiguration node-agent generates. Its client certificate is the
+// one `node-agent join` obtained; the kubelet rotates it in the same
+// directory (kubelet-client-current.pem) and requests its serving
+// certificate by CSR.
+type Kubelet struct {
+	node     *config.Node
+	settings config.ClusterSettings
+	host     Host
+
+	server *kubeletoptions.KubeletServer
+	cancel context.CancelFunc
+	failed chan error
+}
+
+// NewKubelet returns the kubelet component.
+func NewKubelet(n *config.Node, s config.ClusterSettings, host Host) *Kubelet {
+	return &Kubelet{node: n, settings: s, host: host, failed: make(chan error, 1)}
+}
+
+func (k *Kubelet) Name() string { return "kubelet" }
+
+// ConfigFile is the generated KubeletConfiguration.
+func (k *Kubelet) ConfigFile() string { return filepath.Join(k.node.DataDir, "kubelet.yaml") }
+
+// Init writes the kubelet's config file and loads it exactly as the kubelet
+// command would (defaults, validation), so a bad value stops here.
+func (k *Kubelet) Init(ctx context.Context) error {
+	if err := os.MkdirAll(k.node.KubeletRoot(), 0o700); err != nil {
+		return fmt.Errorf("failed to create %s: %w", k.node.KubeletRoot(), err)
+	}
+	body, err := renderKubeletConfiguration(kubeletConfiguration(k.node, k.settings, k.host))
+	if err != nil {
+		return err
+	}
+	if err := pki.WriteIfChanged(k.ConfigFile(), body, 0o600); err != nil {
+		return fmt.Errorf("failed to write kubelet config: %w", err)
+	}
+	loader, err := configfiles.NewFsLoader(&utilfs.DefaultFs{}, k.ConfigFile())
+	if err != nil {
+		return err
+	}
+	kc, err := loader.Load(ctx)
+	if err != nil {
+		return err
+	}
+	if err := kubeletvalidation.ValidateKubeletConfiguration(kc, utilfeature.DefaultFeatureGate); err != nil {
+		return fmt.Errorf("invalid kubelet configuration: %w", err)
+	}
+	flags := kubeletoptions.NewKubeletFlags()
+	flags.KubeConfig = k.node.KubeletKubeconfig()
+	flags.CertDirectory = k.node.PKIDir()
+	flags.RootDirectory = k.node.KubeletRoot()
+	flags.HostnameOverride = k.node.NodeName
+	flags.NodeIP = k.node.NodeIP
+	flags.KubeletConfigFile = k.ConfigFile()
+	if err := kubeletoptions.ValidateKubeletFlags(flags); err != nil {
+		return fmt.Errorf("invalid kubelet flags: %w", err)
+	}
+	k.server = &kubeletoptions.KubeletServer{KubeletFlags: *flags, KubeletConfiguration: *kc}
+	return nil
+}
+
+// Start runs the kubelet; it returns at once while the kubelet works.
+func (k *Kubelet) Start(ctx context.Context) error {
+	ctx, k.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	deps, err := kubeletapp.UnsecuredDependencies(ctx, k.server, utilfeature.DefaultFeatureGate)
+	if err != nil {
+		return fmt.Errorf("failed to prepare the kubelet: %w", err)
+	}
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				k.failed <- fmt.Errorf("kubelet panicked: %v", r)
+			}
+		}()
+		err := kubeletapp.Run(ctx, k.server, deps, utilfeature.DefaultFeatureGate)
+		if ctx.Err() == nil {
+			k.failed <- fmt.Errorf("kubelet stopped: %v", err)
+		}
+	}()
+	return nil
+}
+
+func (k *Kubelet) Failed() <-chan error { return k.failed }
+
+// Stop ends the kubelet's run loop. Pods keep running in their shims.
+func (k *Kubelet) Stop() error {
+	if k.cancel != nil {
+		k.cancel()
+	}
+	return nil
+}

@@ -1,0 +1,88 @@
+// Package node is the node runtime: containerd, the kubelet, kube-proxy and
+// the pod network, wired as components and run by `node-agent run`.
+package node
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/component"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
+)
+
+// Options are what `node-agent run` passes in.
+type Options struct {
+	Node           *config.Node
+	Self           string // node-agent's executable, run again as containerd, shim and CNI plugin
+	RegistriesFile string
+	Progress       io.Writer // step lines for the journal
+	Logs           io.Writer // containerd's output
+	Notify         func(state string)
+	ReadyTimeout   time.Duration
+}
+
+// Run starts the node's parts in order and blocks until ctx ends or a part
+// fails; it tells systemd READY=1 once the Node is Ready.
+func Run(ctx context.Context, o Options) error {
+	begin := time.Now()
+	cs, err := NodeClient(o.Node)
+	if err != nil {
+		return err
+	}
+	settings, err := FetchClusterSettings(ctx, cs, o.Node, o.Progress)
+	if err != nil {
+		return err
+	}
+	host := DetectHost()
+	fmt.Fprintf(o.Progress, "node %s: cgroup driver %s, cgroup v1 %t, pod network backend %s\n",
+		o.Node.NodeName, cgroupDriver(host), host.CgroupV1, settings.Backend)
+
+	m := component.NewManager(o.ReadyTimeout, o.Progress, components(o, cs, settings, host)...)
+	if err := m.Start(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintf(o.Progress, "node %s ready in %.1fs\n", o.Node.NodeName, time.Since(begin).Seconds())
+	o.Notify("READY=1")
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-m.Failed():
+	}
+	o.Notify("STOPPING=1")
+	if stopErr := m.Stop(); stopErr != nil && runErr == nil {
+		runErr = stopErr
+	}
+	return runErr
+}
+
+// components is the node, in start order.
+func components(o Options, cs kubernetes.Interface, s config.ClusterSettings, host Host) []component.Component {
+	return []component.Component{
+		NewContainerd(o.Node, host, o.Self, o.RegistriesFile, o.Logs),
+		NewKubelet(o.Node, s, host),
+		NewKubeProxy(o.Node, s, host),
+		NewNodeReady(cs, o.Node.NodeName),
+	}
+}
+
+// NodeClient is a client with the node's own (kubelet) credential.
+func NodeClient(n *config.Node) (kubernetes.Interface, error) {
+	rc, err := clientcmd.BuildConfigFromFlags("", n.KubeletKubeconfig())
+	if err != nil {
+		return nil, fmt.Errorf("failed to load the node's credentials from %s (has this node joined? run `node-agent join`): %w", n.KubeletKubeconfig(), err)
+	}
+	rc.UserAgent = "node-agent"
+	return kubernetes.NewForConfig(rc)
+}
+
+func cgroupDriver(h Host) string {
+	if h.SystemdCgroups {
+		return "systemd"
+	}
+	return "cgroupfs"
+}
