@@ -4,6 +4,7 @@ GO ?= go
 BIN := $(CURDIR)/bin
 
 KUBE_VERSION := v1.36.3
+RUNC_VERSION := v1.5.2
 KUBE_MAJOR := 1
 KUBE_MINOR := 36
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -15,17 +16,28 @@ BUILD_DATE := $(shell TZ=UTC git log -1 --format=%cd --date=format-local:%Y-%m-%
 VERSION_PKGS := k8s.io/component-base/version k8s.io/client-go/pkg/version
 LDFLAGS := -s -w \
 	$(foreach p,$(VERSION_PKGS),-X $(p).gitVersion=$(KUBE_VERSION) -X $(p).gitMajor=$(KUBE_MAJOR) -X $(p).gitMinor=$(KUBE_MINOR) -X $(p).gitTreeState=clean -X $(p).buildDate=$(BUILD_DATE)) \
-	-X github.com/vcluster-standalone/vcluster-standalone/pkg/version.Version=$(VERSION)
+	-X github.com/vcluster-standalone/vcluster-standalone/pkg/version.Version=$(VERSION) \
+	-X github.com/vcluster-standalone/vcluster-standalone/pkg/version.Runc=$(RUNC_VERSION)
 export LDFLAGS
 
 .PHONY: all build test unit integration e2e lab lab-down bench vet fmt clean images system-images
 
 all: build
 
-build: system-images
+build: pkg/node/embedded/runc system-images
 	@mkdir -p $(BIN)
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/vcluster-standalone ./cmd/vcluster-standalone
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/node-agent ./cmd/node-agent
+
+# runc, from its Go module at a pinned version: static, with seccomp
+# (libseccomp-dev), embedded in node-agent which installs it at start.
+$(BIN)/runc-$(RUNC_VERSION)/runc:
+	@mkdir -p $(@D)
+	cd / && CGO_ENABLED=1 GOFLAGS= GOBIN=$(@D) $(GO) install -tags 'seccomp netgo osusergo urfave_cli_no_docs' \
+		-ldflags '-s -w -extldflags -static -X main.version=$(RUNC_VERSION:v%=%)' github.com/opencontainers/runc@$(RUNC_VERSION)
+
+pkg/node/embedded/runc: $(BIN)/runc-$(RUNC_VERSION)/runc
+	cp $< $@
 
 # Unit tests run beside the code; integration tests start the real binary on free ports.
 test: build vet
