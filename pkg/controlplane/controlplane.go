@@ -67,7 +67,7 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 
-	components, err := newComponents(c, paths)
+	components, err := newComponents(c, paths, bundle, progress)
 	if err != nil {
 		return err
 	}
@@ -173,7 +173,7 @@ func writeGeneratedFiles(c *config.ControlPlane, paths Paths, bundle *pki.Bundle
 }
 
 // newComponents wires the control plane in start order.
-func newComponents(c *config.ControlPlane, paths Paths) ([]component.Component, error) {
+func newComponents(c *config.ControlPlane, paths Paths, bundle *pki.Bundle, progress io.Writer) ([]component.Component, error) {
 	encryption := fileExists(paths.Generated("encryption-config.yaml"))
 	superAdmin, err := clientcmd.BuildConfigFromFlags("", paths.Kubeconfig("super-admin"))
 	if err != nil {
@@ -190,7 +190,8 @@ func newComponents(c *config.ControlPlane, paths Paths) ([]component.Component, 
 		&scheduler{upstreamServer{args: mergeArgs(schedulerArgs(c, paths), c.ExtraArgs.Scheduler), health: health["kube-scheduler"], stopTimeout: 20 * time.Second}},
 		&bootstrapObjects{kubeconfig: paths.Kubeconfig("super-admin")},
 	}
-	return append(components, joinComponents(c, paths, superAdmin)...), nil
+	components = append(components, joinComponents(c, paths, superAdmin)...)
+	return append(components, nodeComponents(c, paths, bundle, superAdmin, progress)...), nil
 }
 
 // joinComponents serve joining nodes: RBAC and cluster-info, the kubelet
