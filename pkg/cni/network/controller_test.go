@@ -148,9 +148,11 @@ func TestControllerFollowsNodes(t *testing.T) {
 		t.Errorf("CNI config = %+v, want MTU 1450, subnet 10.244.1.0/24, IPAM dir under the data dir", *written)
 	}
 	eventually(t, "peer b", func() bool { return slices.Equal(dp.peerNames(), []string{"b"}) })
+	dp.mu.Lock()
 	if dp.local.PodCIDR.String() != "10.244.1.0/24" {
 		t.Errorf("local pod CIDR = %s", dp.local.PodCIDR)
 	}
+	dp.mu.Unlock()
 
 	// c gets its pod CIDR: added. b is deleted: removed.
 	cn, _ := client.CoreV1().Nodes().Get(ctx, "c", metav1.GetOptions{})
