@@ -346,3 +346,28 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// The archives `make images` builds import and unpack (skipped before make).
+func TestImportBuiltArchives(t *testing.T) {
+	dir := "../../../bin/images"
+	want := map[string]string{"pause.tar": config.PauseImage, "coredns.tar": config.CoreDNSImage, "busybox.tar": "localhost/busybox:e2e"}
+	for f := range want {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Skipf("run make images first: %v", err)
+		}
+	}
+	tc := startContainerd(t)
+	imgs, err := ImportDir(context.Background(), tc.client, dir, ImportOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, img := range imgs {
+		got[img.Name] = img.Unpacked && img.Size > 0
+	}
+	for f, name := range want {
+		if !got[name] {
+			t.Errorf("%s: %s not imported and unpacked (got %+v)", f, name, imgs)
+		}
+	}
+}
