@@ -371,3 +371,31 @@ func TestImportBuiltArchives(t *testing.T) {
 		}
 	}
 }
+
+// A `docker save` archive (manifest.json, RepoTags) imports too.
+func TestImportDockerArchive(t *testing.T) {
+	tc := startContainerd(t)
+	layer := tarOf(t, map[string]string{"hello.txt": "hello"})
+	cfg, err := json.Marshal(ocispec.Image{
+		Platform: ocispec.Platform{OS: "linux", Architecture: "amd64"},
+		Config:   ocispec.ImageConfig{Cmd: []string{"/hello"}},
+		RootFS:   ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{digest.FromBytes(layer)}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgName := digest.FromBytes(cfg).Encoded() + ".json"
+	manifest := `[{"Config":"` + cfgName + `","RepoTags":["example.test/docker:1"],"Layers":["l1/layer.tar"]}]`
+	archive := tarOf(t, map[string]string{"manifest.json": manifest, cfgName: string(cfg), "l1/layer.tar": string(layer)})
+
+	imgs, err := Import(context.Background(), tc.client, bytes.NewReader(archive), ImportOptions{Source: "docker.tar"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(imgs) != 1 || imgs[0].Name != "example.test/docker:1" || !imgs[0].Unpacked {
+		t.Fatalf("imported %+v", imgs)
+	}
+	if names := tc.names(t); len(names) != 1 || !strings.HasPrefix(names[0], "example.test/docker:1@") {
+		t.Errorf("image store holds %v", names)
+	}
+}
