@@ -72,11 +72,11 @@ system-images: $(IMAGES_EMBED)/pause.tar $(IMAGES_EMBED)/coredns.tar
 $(IMAGES_EMBED)/%.tar: $(IMAGES)/%.tar
 	cp $< $@
 
-$(IMAGES)/ociimage: $(wildcard hack/ociimage/*.go)
+$(IMAGES)/ociimage: $(filter-out %_test.go,$(wildcard hack/ociimage/*.go))
 	@mkdir -p $(@D)
 	$(GO) build -o $@ ./hack/ociimage
 
-$(IMAGES)/pause: $(wildcard images/pause/*.go)
+$(IMAGES)/pause: $(filter-out %_test.go,$(wildcard images/pause/*.go))
 	@mkdir -p $(@D)
 	$(IMAGE_GOBUILD) -o $@ ./images/pause
 
@@ -84,7 +84,7 @@ $(IMAGES)/pause.tar: $(IMAGES)/pause $(IMAGES)/ociimage pkg/config/images.go
 	$(IMAGES)/ociimage -o $@ -name $(PAUSE_IMAGE) -file $<:/pause:0755 \
 		-entrypoint '["/pause"]' -user 65535:65535
 
-$(IMAGES)/coredns: $(wildcard images/coredns/*.go) images/coredns/go.mod images/coredns/go.sum
+$(IMAGES)/coredns: $(filter-out %_test.go,$(wildcard images/coredns/*.go)) images/coredns/go.mod images/coredns/go.sum
 	cd images/coredns && $(IMAGE_GOBUILD) -o $@ .
 
 $(IMAGES)/coredns.tar: $(IMAGES)/coredns $(IMAGES)/ociimage pkg/config/images.go
