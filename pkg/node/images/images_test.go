@@ -399,3 +399,28 @@ func TestImportDockerArchive(t *testing.T) {
 		t.Errorf("image store holds %v", names)
 	}
 }
+
+// The system images embedded in this binary import pinned (skipped when the
+// binary was built without them, e.g. by plain go test before make).
+func TestImportSystem(t *testing.T) {
+	if _, err := System(); err != nil {
+		t.Skip(err)
+	}
+	tc := startContainerd(t)
+	imgs, err := ImportSystem(context.Background(), tc.client, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := List(context.Background(), tc.client, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(imgs) != 2 || len(list) != 2 {
+		t.Fatalf("imported %+v, listed %+v", imgs, list)
+	}
+	for i, name := range []string{config.CoreDNSImage, config.PauseImage} { // List sorts by name
+		if list[i].Name != name || !list[i].Pinned || !list[i].Unpacked {
+			t.Errorf("listed %+v, want %s pinned and unpacked", list[i], name)
+		}
+	}
+}
