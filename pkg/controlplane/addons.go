@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/component"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
@@ -51,6 +52,9 @@ func (a *clusterAddons) Start(ctx context.Context) error {
 		last = ensureNodeSettings(ctx, client, a.cfg)
 		if last == nil {
 			last = ensureCoreDNS(ctx, client, a.cfg)
+		}
+		if last != nil {
+			klog.V(2).InfoS("Retrying node settings and CoreDNS", "err", last)
 		}
 		return last == nil, nil
 	})

@@ -31,20 +31,24 @@ type typedClient[T metav1.Object] interface {
 
 // ensure creates want, or lets sync bring the existing object in line with
 // it and updates it only when sync reports a change: restarts write nothing
-// when everything is in place.
+// when everything is in place. It reads before creating: a create of an
+// existing Service would fail on its cluster IP, not as AlreadyExists.
 func ensure[T metav1.Object](ctx context.Context, api typedClient[T], kind string, want T, sync func(got, want T) bool) error {
 	name := want.GetName()
 	if ns := want.GetNamespace(); ns != "" {
 		name = ns + "/" + name
 	}
-	_, err := api.Create(ctx, want, metav1.CreateOptions{})
-	if err == nil {
+	got, err := api.Get(ctx, want.GetName(), metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		_, err = api.Create(ctx, want, metav1.CreateOptions{})
+		if apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("%s %s appeared while being created; retrying", kind, name)
+		}
+		if err != nil {
+			return fmt.Errorf("failed to create %s %s: %w", kind, name, err)
+		}
 		return nil
 	}
-	if !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("failed to create %s %s: %w", kind, name, err)
-	}
-	got, err := api.Get(ctx, want.GetName(), metav1.GetOptions{})
 	if err != nil {
 		return fmt.Errorf("failed to read %s %s: %w", kind, name, err)
 	}

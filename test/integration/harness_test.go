@@ -52,6 +52,9 @@ type controlPlane struct {
 	exited     chan struct{} // closed when the process has exited
 	exitErr    error         // why it exited; read after exited is closed
 	notify     *notifySocket
+	// The host's own node (joinNode, on by default) writes here, never to
+	// /etc or /var/lib.
+	localNodeConfig, localNodeDataDir, unitDir string
 }
 
 // newControlPlane prepares a control plane on free ports in a temp dir. The
@@ -63,6 +66,8 @@ func newControlPlane(t *testing.T, extraArgs ...string) *controlPlane {
 	cp := &controlPlane{
 		t: t, dir: dir, dataDir: filepath.Join(dir, "data"), configFile: filepath.Join(dir, "config.yaml"),
 		kubeconfig: filepath.Join(dir, "admin.kubeconfig"), apiPort: ports[0], joinPort: ports[5],
+		localNodeConfig: filepath.Join(dir, "node-agent", "config.yaml"), localNodeDataDir: filepath.Join(dir, "node-agent-data"),
+		unitDir: filepath.Join(dir, "systemd"),
 	}
 	writeFile(t, cp.configFile, fmt.Sprintf(`apiVersion: vcluster-standalone.io/v1alpha1
 kind: ControlPlaneConfig
@@ -76,7 +81,11 @@ ports:
   controllerManager: %d
   scheduler: %d
 joinPort: %d
-`, ports[0], cp.dataDir, cp.kubeconfig, ports[1], ports[2], ports[3], ports[4], ports[5]))
+localNode:
+  configFile: %s
+  dataDir: %s
+  unitDir: %s
+`, ports[0], cp.dataDir, cp.kubeconfig, ports[1], ports[2], ports[3], ports[4], ports[5], cp.localNodeConfig, cp.localNodeDataDir, cp.unitDir))
 	cp.args = append([]string{"start", "--config", cp.configFile}, extraArgs...)
 	t.Cleanup(cp.kill)
 	return cp

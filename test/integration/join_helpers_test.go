@@ -117,6 +117,13 @@ func (cp *joinControlPlane) server() string {
 // minted from the cluster CA in the data dir.
 func nodeClient(t *testing.T, cp *joinControlPlane, name string) *kubernetes.Clientset {
 	t.Helper()
+	return certClient(t, cp.controlPlane, "system:node:"+name, "system:nodes")
+}
+
+// certClient authenticates as user cn in groups with a client certificate
+// minted from the cluster CA in the data dir.
+func certClient(t *testing.T, cp *controlPlane, cn string, groups ...string) *kubernetes.Clientset {
+	t.Helper()
 	pkiDir := filepath.Join(cp.dataDir, "pki")
 	cas, err := certutil.CertsFromFile(filepath.Join(pkiDir, "ca.crt"))
 	if err != nil {
@@ -132,7 +139,7 @@ func nodeClient(t *testing.T, cp *joinControlPlane, name string) *kubernetes.Cli
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: "system:node:" + name, Organization: []string{"system:nodes"}},
+		Subject:      pkix.Name{CommonName: cn, Organization: groups},
 		NotBefore:    time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
 		KeyUsage:    x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
@@ -145,7 +152,7 @@ func nodeClient(t *testing.T, cp *joinControlPlane, name string) *kubernetes.Cli
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := &rest.Config{Host: cp.server(), TLSClientConfig: rest.TLSClientConfig{
+	cfg := &rest.Config{Host: fmt.Sprintf("https://127.0.0.1:%d", cp.apiPort), TLSClientConfig: rest.TLSClientConfig{
 		CAFile:   filepath.Join(pkiDir, "ca.crt"),
 		CertData: pemCert(der), KeyData: keyPEM,
 	}}
