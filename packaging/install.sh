@@ -45,6 +45,9 @@ Control-plane flags (written to /etc/vcluster-standalone/config.yaml):
   --tls-san NAME          extra SAN for the API server certificate (repeatable)
   --data-dir DIR          data directory (default /var/lib/vcluster-standalone)
   --config FILE           install FILE as the config instead of generating one
+  The control-plane host is a node too (joinNode): install.sh then starts
+  node-agent.service with the credentials start wrote. To keep workloads off
+  it, put "joinNode: false" in the config (--config FILE).
 
 Node flags (passed to `node-agent join` through its environment; the token is
 used once for the TLS bootstrap and never written to disk):
@@ -86,6 +89,7 @@ TIMEOUT=300
 START=1
 CONFIG_FLAGS=0
 OLD_PID=none
+NODE_AGENT_CHANGED=0
 
 need_value() {
 	[ "$2" -ge 2 ] || die "flag $1 needs a value (see $PROG --help)"
@@ -209,8 +213,38 @@ install_node_agent_for_joins() {
 	fi
 	fetch_binary "$NODE_NAME" "$1/$NODE_NAME"
 	if [ "$(install_file "$1/$NODE_NAME" "$BIN_DIR/$NODE_NAME" 0755)" = changed ]; then
-		info "installed $BIN_DIR/$NODE_NAME (served to joining nodes)"
+		info "installed $BIN_DIR/$NODE_NAME (served to joining nodes, and run here unless joinNode is off)"
+		NODE_AGENT_CHANGED=1
 	fi
+}
+
+# start_local_node: with joinNode (the default) the control plane wrote this
+# host's node config, credentials and node-agent.service at start; run that
+# node-agent, so workloads can land here too. Safe to re-run: an active
+# node-agent is restarted only when its binary or unit changed.
+start_local_node() {
+	config=/etc/$NODE_NAME/config.yaml
+	unit=$UNIT_DIR/$NODE_NAME.service
+	[ -f "$config" ] || return 0 # joinNode: false
+	if [ ! -x "$BIN_DIR/$NODE_NAME" ]; then
+		info "no $BIN_DIR/$NODE_NAME: this host runs no workloads; re-run with node-agent beside $PROG to add it"
+		return 0
+	fi
+	if [ ! -f "$unit" ]; then
+		"$BIN_DIR/$NODE_NAME" unit "$NODE_NAME.service" >"$unit.new" || die "$NODE_NAME cannot print its unit"
+		install_file "$unit.new" "$unit" 0644 >/dev/null
+	fi
+	restart=$NODE_AGENT_CHANGED
+	[ "$(systemctl show -p NeedDaemonReload --value "$NODE_NAME.service" 2>/dev/null)" = yes ] && restart=1
+	systemctl daemon-reload
+	was_active=0
+	systemctl is-active --quiet "$NODE_NAME.service" && was_active=1
+	systemctl enable --now "$NODE_NAME.service" >/dev/null 2>&1 || die "systemctl enable --now $NODE_NAME.service failed; see: journalctl -u $NODE_NAME"
+	if [ "$was_active" -eq 1 ] && [ "$restart" -eq 1 ]; then
+		info "restarting $NODE_NAME to apply the changes"
+		systemctl restart --no-block "$NODE_NAME.service"
+	fi
+	info "this host is a node too: $NODE_NAME.service enabled and started (joinNode; see: journalctl -u $NODE_NAME)"
 }
 
 # install_file SRC DEST MODE: replace DEST atomically (a running binary can't be
@@ -391,6 +425,18 @@ for u in $UNITS; do
 	fi
 done
 
+# 1b. node-agent's own cleanup (containers, mounts, network), when this
+#     release has a reset command. Never interactive.
+na=/usr/local/bin/node-agent
+if [ -x "$na" ] && "$na" reset --help >/dev/null 2>&1; then
+	say "running node-agent reset"
+	if "$na" reset --help 2>&1 | grep -q -- '--force'; then
+		"$na" reset --force </dev/null || say "node-agent reset failed; removing what is left below"
+	else
+		"$na" reset </dev/null || say "node-agent reset failed; removing what is left below"
+	fi
+fi
+
 # 2. Unmount whatever the node runtime mounted below its directories, deepest first.
 for top in /var/lib/kubelet /var/lib/containerd /run/containerd /var/lib/node-agent /run/node-agent /var/lib/vcluster-standalone; do
 	findmnt -rn -o TARGET 2>/dev/null | grep -E "^$top/" | sort -r | while read -r m; do
@@ -467,6 +513,7 @@ else
 	do_install "$CP_NAME"
 	[ "$START" -eq 0 ] && exit 0
 	wait_ready "$CP_NAME" cp_ready
+	start_local_node
 	info "control plane installed; try: $CP_NAME kubectl get --raw /readyz"
 	info "admin kubeconfig: /etc/vcluster-standalone/admin.kubeconfig; uninstall: $UNINSTALL_SCRIPT"
 fi
