@@ -37,7 +37,7 @@ func newRootCommand() *cobra.Command {
   node-agent join --server https://192.0.2.10:6443 --token abcdef.0123456789abcdef --ca-cert-hash sha256:<64 hex>`,
 	}
 	root.CompletionOptions.DisableDefaultCmd = true
-	root.AddCommand(newJoinCommand(), newRunCommand(), newContainerdCommand(), newVersionCommand(), newUnitCommand())
+	root.AddCommand(newJoinCommand(), newRunCommand(), newImagesCommand(), newContainerdCommand(), newVersionCommand(), newUnitCommand())
 	return root
 }
 

@@ -60,6 +60,8 @@ disabled_plugins = [{{range $i, $p := .Disabled}}{{if $i}}, {{end}}{{q $p}}{{end
     bin_dirs = [{{q .BinDir}}]
     conf_dir = {{q .CNIConfDir}}
     max_conf_num = 1
+    # the pod's lo is brought up by containerd itself: no loopback plugin binary
+    use_internal_loopback = true
   [plugins."io.containerd.cri.v1.runtime".containerd]
     default_runtime_name = "runc"
     [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]

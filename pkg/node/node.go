@@ -11,6 +11,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/cni/network"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/component"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
 )
@@ -46,7 +47,7 @@ func Run(ctx context.Context, o Options) error {
 	if err := m.Start(ctx); err != nil {
 		return err
 	}
-	fmt.Fprintf(o.Progress, "node %s ready in %.1fs\n", o.Node.NodeName, time.Since(begin).Seconds())
+	fmt.Fprintf(o.Progress, "node-agent running: node %s Ready %.1fs after start\n", o.Node.NodeName, time.Since(begin).Seconds())
 	o.Notify("READY=1")
 	var runErr error
 	select {
@@ -64,8 +65,10 @@ func Run(ctx context.Context, o Options) error {
 func components(o Options, cs kubernetes.Interface, s config.ClusterSettings, host Host) []component.Component {
 	return []component.Component{
 		NewContainerd(o.Node, host, o.Self, o.RegistriesFile, o.Logs),
+		NewImageImport(o.Node, o.Progress),
 		NewKubelet(o.Node, s, host),
 		NewKubeProxy(o.Node, s, host),
+		network.New(cs, o.Node, s),
 		NewNodeReady(cs, o.Node.NodeName),
 	}
 }
