@@ -35,6 +35,7 @@ const (
 
 var (
 	labTool   string      // test/vm/lab
+	reuseLab  bool        // VCS_E2E_REUSE_LAB=1: run against a lab already up, leave it up (development only)
 	hostBin   string      // the freshly built vcluster-standalone on the host (its kubectl)
 	failed    atomic.Bool // any test failed: keep node logs before tearing down
 	beforeLab *hostSnapshot
@@ -46,6 +47,10 @@ func TestMain(m *testing.M) {
 	if labTool == "" || hostBin == "" || os.Geteuid() != 0 {
 		fmt.Println("e2e: needs root, VCS_LAB and VCS_BINARY; run it with `make e2e`")
 		os.Exit(1)
+	}
+	if reuseLab = os.Getenv("VCS_E2E_REUSE_LAB") == "1"; reuseLab {
+		fmt.Println("e2e: VCS_E2E_REUSE_LAB=1: using the lab that is up (make lab) and leaving it up")
+		os.Exit(m.Run())
 	}
 	if _, err := os.Stat(filepath.Join(labState, "nodes")); err == nil {
 		fmt.Println("e2e: a lab is already up; run `make lab-down` first (the suite checks what lab-down leaves behind)")
