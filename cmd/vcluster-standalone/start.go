@@ -30,8 +30,8 @@ READY=1 once /readyz answers ok.`,
 		Example: `  # with /etc/vcluster-standalone/config.yaml and defaults
   vcluster-standalone start
 
-  # a throw-away control plane
-  vcluster-standalone start --data-dir $(mktemp -d) --admin-kubeconfig /tmp/admin.kubeconfig`,
+  # a throw-away control plane that runs no node on this host
+  vcluster-standalone start --data-dir $(mktemp -d) --admin-kubeconfig /tmp/admin.kubeconfig --join-node=false`,
 		Args: cobra.NoArgs,
 	}
 	configPath := configPathFlag(cmd)

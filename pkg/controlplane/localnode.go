@@ -94,7 +94,7 @@ func (l *localNode) Start(context.Context) error {
 	if why := l.unusable(); why == nil {
 		// Only the unit follows the release; credentials stay the kubelet's.
 		if err := writeUnitIfChanged(files); err != nil {
-			return err
+			return fmt.Errorf("%w (joinNode: start with --join-node=false to run no node on this host)", err)
 		}
 		fmt.Fprintf(l.progress, "local node %s: credentials in %s in place\n", n.NodeName, n.DataDir)
 		return nil
@@ -108,7 +108,7 @@ func (l *localNode) Start(context.Context) error {
 	ca := pki.EncodeCert(l.bundle.CAs[pki.ClusterCA].Cert)
 	certFile, err := join.WriteNodeFiles(n, files, ca, cert)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w (joinNode: run as root, set the localNode paths, or start with --join-node=false to run no node on this host)", err)
 	}
 	fmt.Fprintf(l.progress, "local node %s: wrote %s, %s (0600), %s and %s\n", n.NodeName, files.ConfigFile, certFile, n.KubeletKubeconfig(), files.UnitPath())
 	return nil

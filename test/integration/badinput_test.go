@@ -47,7 +47,7 @@ func TestBadInput(t *testing.T) {
 				"--bind-address", "127.0.0.1", "--api-port", strconv.Itoa(ports[0]),
 				"--etcd-client-port", strconv.Itoa(ports[1]), "--etcd-peer-port", strconv.Itoa(ports[2]),
 				"--controller-manager-port", strconv.Itoa(ports[3]), "--scheduler-port", strconv.Itoa(ports[4]),
-				"--join-port", strconv.Itoa(ports[5])}
+				"--join-port", strconv.Itoa(ports[5]), "--join-node=false"} // never a node in /etc
 			if tc.config != "" {
 				writeFile(t, filepath.Join(dir, "config.yaml"), tc.config)
 				args = append(args, "--config", filepath.Join(dir, "config.yaml"))
