@@ -212,3 +212,13 @@ func TestControlPlaneRoleDecision(t *testing.T) {
 		})
 	}
 }
+
+func TestNodeRoleStopIsSafeInAnyState(t *testing.T) {
+	r := &nodeRole{}
+	if err := r.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Stop(); err != nil {
+		t.Fatal(err)
+	}
+}

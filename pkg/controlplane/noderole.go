@@ -142,7 +142,9 @@ func (r *nodeRole) Stop() error {
 		}
 		r.cancel()
 		r.queue.ShutDown()
-		<-r.done
+		if r.done != nil {
+			<-r.done
+		}
 	})
 	return nil
 }
