@@ -30,14 +30,14 @@ func main() {
 func newRootCommand() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "node-agent",
-		Short:         "The vcluster-standalone node agent: joins this machine to a cluster",
+		Short:         "The vcluster-standalone node agent: joins this machine to a cluster and runs it as a node",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Example: `  # join with the line printed by ` + "`vcluster-standalone token create`" + `
   node-agent join --server https://192.0.2.10:6443 --token abcdef.0123456789abcdef --ca-cert-hash sha256:<64 hex>`,
 	}
 	root.CompletionOptions.DisableDefaultCmd = true
-	root.AddCommand(newJoinCommand(), newRunCommand(), newImagesCommand(), newContainerdCommand(), newVersionCommand(), newUnitCommand())
+	root.AddCommand(newJoinCommand(), newRunCommand(), newImagesCommand(), newStatusCommand(), newResetCommand(), newContainerdCommand(), newVersionCommand(), newUnitCommand())
 	return root
 }
 

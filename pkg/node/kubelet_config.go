@@ -38,9 +38,10 @@ func kubeletConfiguration(n *config.Node, s config.ClusterSettings, host Host) *
 		ClusterDomain:            s.ClusterDomain,
 		ContainerRuntimeEndpoint: "unix://" + config.ContainerdSocket(),
 		CgroupDriver:             driver,
-		FailCgroupV1:             ptr.To(!host.CgroupV1),
-		ResolverConfig:           ptr.To(host.ResolvConf),
-		StaticPodPath:            "",
+		// cgroup v1 hosts (older distributions, containers) are accepted.
+		FailCgroupV1:   ptr.To(false),
+		ResolverConfig: ptr.To(host.ResolvConf),
+		StaticPodPath:  "",
 		// System images are pinned in containerd; the rest may be collected.
 		ImageGCHighThresholdPercent:     ptr.To[int32](85),
 		ImageGCLowThresholdPercent:      ptr.To[int32](80),

@@ -1,0 +1,142 @@
+package node
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"text/tabwriter"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/cni"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/cni/network"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
+)
+
+// Check is one line of `node-agent status`.
+type Check struct {
+	Part   string
+	OK     bool
+	Detail string
+}
+
+// certWarning is how close to expiry a certificate is reported as a problem.
+const certWarning = 30 * 24 * time.Hour
+
+// Status checks every part of the node from the outside: the sockets and
+// health endpoints the parts serve, the network devices, the certificates
+// and what the control plane says of the Node.
+func Status(ctx context.Context, n *config.Node) []Check {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	checks := []Check{containerdCheck(ctx), healthCheck(ctx, "kubelet", "http://127.0.0.1:10248/healthz"),
+		healthCheck(ctx, "kube-proxy", "http://127.0.0.1:10256/healthz")}
+	checks = append(checks, networkChecks(n)...)
+	checks = append(checks,
+		certCheck("kubelet client certificate", n.KubeletClientCertFile()),
+		certCheck("kubelet serving certificate", filepath.Join(n.PKIDir(), "kubelet-server-current.pem")),
+		nodeCheck(ctx, n))
+	return checks
+}
+
+// PrintStatus writes the checks as a table and returns an error naming the
+// parts that are not ok.
+func PrintStatus(w io.Writer, checks []Check) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	var bad []string
+	for _, c := range checks {
+		state := "ok"
+		if !c.OK {
+			state, bad = "FAIL", append(bad, c.Part)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", c.Part, state, c.Detail)
+	}
+	tw.Flush()
+	if len(bad) > 0 {
+		return fmt.Errorf("not healthy: %v", bad)
+	}
+	return nil
+}
+
+func containerdCheck(ctx context.Context) Check {
+	if err := ping(ctx, config.ContainerdSocket()); err != nil {
+		return Check{"containerd", false, err.Error()}
+	}
+	return Check{"containerd", true, "serving CRI on " + config.ContainerdSocket()}
+}
+
+func healthCheck(ctx context.Context, part, url string) Check {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return Check{part, false, err.Error()}
+	}
+	resp.Body.Close()
+	return Check{part, resp.StatusCode == http.StatusOK, fmt.Sprintf("%s: %s", url, resp.Status)}
+}
+
+func networkChecks(n *config.Node) []Check {
+	conf := filepath.Join(n.CNIConfDir(), cni.ConfListFile)
+	c := Check{"pod network", true, conf}
+	if _, err := os.Stat(conf); err != nil {
+		c = Check{"pod network", false, "no CNI config (" + conf + "): the node has no pod CIDR yet or the network controller is not running"}
+	} else if _, err := net.InterfaceByName(cni.DefaultBridge); err != nil {
+		c.Detail += "; bridge " + cni.DefaultBridge + " appears with the first pod"
+	}
+	checks := []Check{c}
+	if data, err := os.ReadFile(n.ClusterSettingsFile()); err == nil {
+		if s, err := config.ParseClusterSettings(string(data)); err == nil && s.Backend == config.BackendVXLAN {
+			if _, err := net.InterfaceByName(network.VXLANDevice); err != nil {
+				checks = append(checks, Check{"overlay", false, network.VXLANDevice + " missing"})
+			} else {
+				checks = append(checks, Check{"overlay", true, fmt.Sprintf("%s (VNI %d)", network.VXLANDevice, s.VNI)})
+			}
+		}
+	}
+	return checks
+}
+
+func certCheck(part, file string) Check {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return Check{part, false, err.Error()}
+	}
+	for block, rest := pem.Decode(data); block != nil; block, rest = pem.Decode(rest) {
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return Check{part, false, err.Error()}
+		}
+		left := time.Until(cert.NotAfter)
+		detail := fmt.Sprintf("expires %s (in %d days)", cert.NotAfter.UTC().Format(time.RFC3339), int(left.Hours()/24))
+		return Check{part, left > certWarning, detail}
+	}
+	return Check{part, false, errors.New("no certificate in " + file).Error()}
+}
+
+func nodeCheck(ctx context.Context, n *config.Node) Check {
+	part := "node " + n.NodeName
+	cs, err := NodeClient(n)
+	if err != nil {
+		return Check{part, false, err.Error()}
+	}
+	node, err := cs.CoreV1().Nodes().Get(ctx, n.NodeName, metav1.GetOptions{})
+	if err != nil {
+		return Check{part, false, "control plane: " + err.Error()}
+	}
+	ok, why := nodeIsReady(node)
+	if ok {
+		why = "Ready"
+	}
+	return Check{part, ok, why}
+}
