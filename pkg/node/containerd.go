@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -76,6 +77,7 @@ func (c *Containerd) Init(context.Context) error {
 // alive for the child's lifetime, because the parent-death signal fires when
 // the starting thread ends, not the process.
 func (c *Containerd) Start(context.Context) error {
+	c.stopPrevious()
 	cmd := exec.Command(c.self, "containerd", "--config", c.ConfigFile())
 	cmd.Stdout, cmd.Stderr = c.logs, c.logs
 	cmd.Env = append(withoutEnv(os.Environ(), "PATH", "NOTIFY_SOCKET"), "PATH="+c.node.BinDir()+":"+os.Getenv("PATH"))
@@ -91,6 +93,7 @@ func (c *Containerd) Start(context.Context) error {
 			close(c.exited)
 			return
 		}
+		_ = os.WriteFile(c.pidFile(), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644)
 		started <- nil
 		err := cmd.Wait()
 		c.exit = err
@@ -98,6 +101,38 @@ func (c *Containerd) Start(context.Context) error {
 		c.failed <- fmt.Errorf("containerd exited: %v", err)
 	}()
 	return <-started
+}
+
+func (c *Containerd) pidFile() string { return filepath.Join(config.RunDir, "containerd.pid") }
+
+// stopPrevious waits for (and if need be ends) the containerd an earlier
+// node-agent started: after a kill -9 of node-agent it is still shutting
+// down and holds containerd's database lock. Only the PID recorded in our
+// own pid file, and only if it is still that containerd, is signalled.
+func (c *Containerd) stopPrevious() {
+	data, err := os.ReadFile(c.pidFile())
+	if err != nil {
+		return
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil || pid <= 1 {
+		return
+	}
+	isOurs := func() bool {
+		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		return err == nil && strings.Contains(string(cmdline), "containerd\x00--config\x00"+c.ConfigFile())
+	}
+	if !isOurs() {
+		return
+	}
+	fmt.Fprintf(c.logs, "waiting for the previous containerd (pid %d) to exit\n", pid)
+	_ = syscall.Kill(pid, syscall.SIGTERM)
+	for i := 0; isOurs() && i < 400; i++ { // 20 s
+		if i == 300 {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // Ready waits until containerd answers on its socket with the CRI plugin up.
