@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"strings"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/node"
 	"github.com/vcluster-standalone/vcluster-standalone/systemd"
 )
 
@@ -29,7 +32,7 @@ func newJoinCommand() *cobra.Command {
 		token, configFile, unitDir, systemctl string
 		hashes                                []string
 		noStart                               bool
-		timeout                               time.Duration
+		timeout, readyWait                    time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "join --server URL --token TOKEN --ca-cert-hash sha256:HEX",
@@ -62,6 +65,7 @@ come from ` + envServer + `, ` + envToken + ` and ` + envHashes + ` (comma-separ
 	fs.StringVar(&configFile, "config", envOr(envConfig, config.DefaultNodeConfigFile), "node config file to write (env "+envConfig+")")
 	fs.DurationVar(&timeout, "timeout", 2*time.Minute, "how long to wait for the certificate to be approved")
 	fs.BoolVar(&noStart, "no-start", false, "enable node-agent.service but do not start it")
+	fs.DurationVar(&readyWait, "wait", 3*time.Minute, "after starting node-agent.service, how long to wait for the Node to be Ready (0: do not wait)")
 	fs.StringVar(&unitDir, "systemd-dir", "/etc/systemd/system", "where to write node-agent.service")
 	fs.StringVar(&systemctl, "systemctl", "systemctl", "systemctl binary to enable the service with")
 	_ = fs.MarkHidden("systemd-dir")
@@ -101,10 +105,30 @@ come from ` + envServer + `, ` + envToken + ` and ` + envHashes + ` (comma-separ
 		}
 		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
-		_, err = j.Run(ctx)
-		return err
+		begin := time.Now()
+		res, err := j.Run(ctx)
+		if err != nil || res.AlreadyJoined || !j.Start || readyWait <= 0 {
+			return err
+		}
+		return waitNodeReady(ctx, node, readyWait, begin, cmd.OutOrStdout())
 	}
 	return cmd
+}
+
+// waitNodeReady follows the freshly started node until the control plane
+// reports it Ready, so the join line ends with a working node.
+func waitNodeReady(ctx context.Context, n *config.Node, wait time.Duration, begin time.Time, out io.Writer) error {
+	cs, err := node.NodeClient(n)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	if err := node.NewNodeReady(cs, n.NodeName).Ready(ctx); err != nil {
+		return fmt.Errorf("node-agent.service started, but %v after %s; see `journalctl -u node-agent`", err, wait)
+	}
+	fmt.Fprintf(out, "[join] node %s Ready %.1fs after join began\n", n.NodeName, time.Since(begin).Seconds())
+	return nil
 }
 
 func hasRun(root *cobra.Command) bool {

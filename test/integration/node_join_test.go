@@ -53,8 +53,10 @@ func newNJDirs(t *testing.T) njDirs {
 	return njDirs{filepath.Join(root, "etc", "node-agent", "config.yaml"), filepath.Join(root, "var", "lib", "node-agent"), filepath.Join(root, "etc", "systemd", "system")}
 }
 
+// args keep join inside the temp dirs; systemctl is `true`, so no node-agent
+// really starts and join must not wait for a Ready Node.
 func (d njDirs) args() []string {
-	return []string{"--config", d.config, "--data-dir", d.dataDir, "--systemd-dir", d.unitDir, "--systemctl", "true"}
+	return []string{"--config", d.config, "--data-dir", d.dataDir, "--systemd-dir", d.unitDir, "--systemctl", "true", "--wait", "0"}
 }
 
 func (d njDirs) node(server, name string) *config.Node {
