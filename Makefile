@@ -47,8 +47,9 @@ vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
 
-bench: build
+bench: build images
 	hack/bench-controlplane.sh $(BIN)/vcluster-standalone
+	LAB_BIN=$(BIN) hack/bench-node.sh
 
 clean:
 	rm -rf $(BIN)
@@ -119,13 +120,13 @@ $(IMAGES)/busybox.tar: $(IMAGES)/busybox/bin/busybox $(IMAGES)/ociimage
 LAB := $(CURDIR)/test/vm/lab
 E2E_LOGS ?= $(CURDIR)/test/e2e/logs
 
-lab: build
+lab: build images
 	LAB_BIN=$(BIN) $(LAB) up
 
 lab-down:
 	$(LAB) down
 
-e2e: build
+e2e: build images
 	@if [ -f /run/vcluster-standalone-lab/nodes ]; then echo "e2e: removing the running lab first (the suite brings up its own)"; $(LAB) down; fi
 	@rc=0; \
 	LAB_BIN=$(BIN) LAB_JOIN=0 VCS_LAB=$(LAB) VCS_E2E_LOGS=$(E2E_LOGS) VCS_BINARY=$(BIN)/vcluster-standalone \

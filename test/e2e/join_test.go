@@ -50,19 +50,14 @@ func TestOneLineJoin(t *testing.T) {
 	if line == "" || !strings.Contains(line, "--pinnedpubkey") || tokenID == "" {
 		t.Fatalf("token create printed no pinned one-line join:\n%s", created)
 	}
-	t.Cleanup(func() {
-		inNode(t, cpNode, "vcluster-standalone", "token", "delete", tokenID)
-		for _, n := range joinNodes {
-			if r := inNode(t, n, "sh", "-c", "[ ! -x /usr/local/bin/vcluster-standalone-uninstall.sh ] || /usr/local/bin/vcluster-standalone-uninstall.sh"); r.code != 0 {
-				t.Errorf("%s: uninstall: %s", n, r)
-			}
-		}
-		cs := clientset(t)
-		for _, n := range joinNodes {
-			cs.CoreV1().Nodes().Delete(context.Background(), n, metav1.DeleteOptions{})
-		}
-	})
+	// The nodes stay joined for the node-runtime tests (node_test.go);
+	// TestPrivateNodesUninstall removes them at the end.
+	t.Cleanup(func() { inNode(t, cpNode, "vcluster-standalone", "token", "delete", tokenID) })
 	ca := clusterCA(t)
+	// What the reset test compares `node-agent reset` with: the node before it joined.
+	if inNode(t, resetNode, "test", "-e", "/etc/node-agent/config.yaml").code != 0 {
+		pristine = takeNodeState(t, resetNode)
+	}
 
 	var wg sync.WaitGroup
 	took := make([]time.Duration, len(joinNodes))

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Node benchmark, on the nspawn lab (test/vm/lab): figures, not assertions.
+#
+#   join -> Ready      the one-line join `token create` prints, pasted on each
+#                      private node, until the API shows the Node Ready
+#                      (median of the nodes; a joined node is reset first with
+#                      `node-agent reset` and its Node deleted)
+#   pod startup        p50/p99 of PODS pods (busybox imported on the node, never
+#                      pulled) created back to back on one node: from each
+#                      create request to a watch seeing the pod Running with
+#                      its container ready, the "observed running" of
+#                      Kubernetes' pod startup SLO (see hack/bench/pods)
+#   node-agent RSS     VmRSS of node-agent's main process and, separately, of
+#                      its containerd child, with RSS_PODS pods running there
+#
+#   flock /tmp/vcs-lab.lock hack/bench-node.sh     (make bench runs it; needs root)
+#
+# Uses the lab that is up, or brings one up (LAB_JOIN=0) and takes down only
+# that one. The lab is shared: callers hold /tmp/vcs-lab.lock around this
+# script (it does not lock itself, so a caller's lock cannot deadlock it).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+lab=$repo/test/vm/lab
+bin=${LAB_BIN:-$repo/bin}
+host_bin=$bin/vcluster-standalone
+kubeconfig=/run/vcluster-standalone-lab/admin.kubeconfig
+pods=${PODS:-30}
+rss_pods=${RSS_PODS:-10}
+pod_node=${POD_NODE:-lab-node1}
+image_archive=/run/lab/bin/images/busybox.tar
+ns=bench-node-$$
+
+[ "$(id -u)" -eq 0 ] || { echo "bench-node: must run as root (the lab needs it)" >&2; exit 1; }
+[ -f "$bin/images/busybox.tar" ] || { echo "bench-node: no $bin/images/busybox.tar; run make images" >&2; exit 1; }
+
+pods_tool=$(mktemp /tmp/vcs-bench-pods.XXXXXX)
+brought_up=0
+cleanup() {
+	"$pods_tool" -kubeconfig "$kubeconfig" -ns "$ns" clean 2>/dev/null || true
+	rm -f "$pods_tool"
+	if [ $brought_up = 1 ]; then "$lab" down >/dev/null 2>&1 || echo "bench-node: lab down failed; run: make lab-down" >&2; fi
+}
+trap cleanup EXIT
+(cd "$repo" && go build -o "$pods_tool" ./hack/bench/pods)
+
+if [ ! -f /run/vcluster-standalone-lab/nodes ]; then
+	echo "bench-node: bringing up a lab (taken down at the end)" >&2
+	brought_up=1
+	LAB_BIN=$bin LAB_JOIN=0 "$lab" up >/dev/null
+fi
+mapfile -t nodes < <(tail -n +2 /run/vcluster-standalone-lab/nodes) # private nodes: all but lab-cp
+kc() { "$host_bin" kubectl --kubeconfig "$kubeconfig" "$@"; }
+now() { date +%s.%N; }
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# ---- join -> Ready ------------------------------------------------------------
+line=$("$lab" exec lab-cp vcluster-standalone token create --ttl 30m --description "bench-node" | sed -n 's/^ *\(curl .*\)$/\1/p')
+token_id=$(echo "$line" | sed -n 's/.*--token \([a-z0-9]*\)\..*/\1/p')
+[ -n "$line" ] || { echo "bench-node: token create printed no one-line join" >&2; exit 1; }
+joins=()
+for n in "${nodes[@]}"; do
+	if "$lab" exec "$n" test -e /etc/node-agent/config.yaml; then
+		"$lab" exec "$n" node-agent reset --force >/dev/null
+	fi
+	kc delete node "$n" --ignore-not-found --wait=true >/dev/null
+	t0=$(now)
+	"$lab" exec "$n" sh -c "$line" >/dev/null
+	until [ "$(kc get node "$n" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ]; do
+		if [ "$(echo "$(now) - $t0 > 120" | bc -l)" = 1 ]; then echo "bench-node: $n not Ready 120 s after the join" >&2; exit 1; fi
+		sleep 0.1
+	done
+	joins+=("$(echo "$(now) - $t0" | bc -l)")
+	printf 'join -> Ready %s: %.2f s\n' "$n" "${joins[-1]}" >&2
+done
+"$lab" exec lab-cp vcluster-standalone token delete "$token_id" >/dev/null || true
+
+# ---- pod startup latency ------------------------------------------------------
+"$lab" exec "$pod_node" node-agent images import "$image_archive" >/dev/null
+read -r p50 p99 pmax < <("$pods_tool" -kubeconfig "$kubeconfig" -node "$pod_node" -ns "$ns" latency -n "$pods")
+
+# ---- RSS with pods running -----------------------------------------------------
+"$pods_tool" -kubeconfig "$kubeconfig" -node "$pod_node" -ns "$ns" run -n "$rss_pods"
+on_node=$(kc get pods -A --field-selector "spec.nodeName=$pod_node,status.phase=Running" --no-headers | wc -l)
+sleep 5 # let the kubelet finish its post-start work before reading memory
+read -r rss_agent rss_containerd rss_shims < <("$lab" exec "$pod_node" sh -c '
+	rss() { awk "/^VmRSS/ {s += \$2} END {printf \"%.0f\", s/1024}" "$@" 2>/dev/null; }
+	main=$(systemctl show -p MainPID --value node-agent)
+	ctrd=$(ps -o pid=,args= --ppid "$main" | awk "\$3 == \"containerd\" {print \$1; exit}")
+	shims=$(ps -eo pid=,args= | awk "\$2 ~ /containerd-shim/ {printf \"/proc/%s/status \", \$1}")
+	echo "$(rss /proc/$main/status) $(rss /proc/$ctrd/status) $(rss $shims /dev/null)"')
+
+cores=$(nproc)
+printf '\nnode benchmark (%s, %d cores, %d private nodes):\n' "$("$host_bin" version 2>/dev/null | awk '/kube-apiserver/ {print $2}')" "$cores" "${#nodes[@]}"
+printf '  %-40s %8s   %s\n' "what" "value" "target"
+printf '  %-40s %6.2f s   <= 15 s\n' "one-line join -> Node Ready (median)" "$(printf '%s\n' "${joins[@]}" | median)"
+printf '  %-40s %6.2f s\n' "pod startup p50 ($pods pods, $pod_node)" "$p50"
+printf '  %-40s %6.2f s   <= 3 s\n' "pod startup p99 ($pods pods, $pod_node)" "$p99"
+printf '  %-40s %6.2f s\n' "pod startup max" "$pmax"
+printf '  %-40s %6s MiB <= 200 MiB\n' "node-agent RSS ($rss_pods pods; $on_node on node)" "$rss_agent"
+printf '  %-40s %6s MiB\n' "  its containerd child" "$rss_containerd"
+printf '  %-40s %6s MiB\n' "  all shims together" "$rss_shims"
