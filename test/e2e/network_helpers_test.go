@@ -47,6 +47,8 @@ exec sleep 86400`
 //	tcp-sink PORT            accept connections forever, read each to EOF
 //	tcp-send ADDR BYTES      send BYTES zeros, wait for the peer to close,
 //	                         print "BYTES SECONDS"
+//	resolve NAME             look NAME up as a program linked with a libc
+//	                         does (Go's resolver: resolv.conf search, ndots)
 const netprobeSource = `package main
 
 import (
@@ -55,6 +57,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -130,6 +133,12 @@ func main() {
 		c.(*net.TCPConn).CloseWrite()
 		io.Copy(io.Discard, c)
 		fmt.Println(total, time.Since(start).Seconds())
+	case "resolve":
+		addrs, err := net.LookupHost(os.Args[2])
+		if err != nil {
+			die(err)
+		}
+		fmt.Println(strings.Join(addrs, " "))
 	default:
 		die(fmt.Errorf("unknown mode %q", os.Args[1]))
 	}

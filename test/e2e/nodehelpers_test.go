@@ -397,7 +397,7 @@ ip -6 route show table all | grep -v '^\(local\|multicast\) \|fe80::' | sed 's/^
 ip rule show | sed 's/^/rule\t/'
 for s in iptables-legacy-save iptables-nft-save ip6tables-legacy-save ip6tables-nft-save; do
 	command -v $s >/dev/null || continue
-	$s | grep -v '^#' | sed -e 's/\[[0-9]*:[0-9]*\]$/[-]/' -e "s/^/$s\t/"
+	$s | grep -v '^#' | sed 's/\[[0-9]*:[0-9]*\]$/[-]/' | awk -v s=$s '/^\*/ {t = substr($0, 2)} {print s "\t" t " " $0}'
 done
 find /var/lib /etc /run /opt -path /run/lab -prune -o -printf 'file\t%y %m %p -> %l\n'
 find /etc -type f -exec sha256sum {} + | sed 's/^/etc-content\t/'
@@ -427,6 +427,14 @@ var nodeStateIgnored = []struct {
 	// The lab's ext4 disk for containerd (lost+found from mkfs); its mount
 	// point is checked with the mounts.
 	{regexp.MustCompile(`^file\t. \d+ /var/lib/node-agent/containerd/lost\+found(/|$)`), "lab disk's lost+found"},
+	// iptables' own lock file: made by the first iptables command of anyone,
+	// and possibly held by another program; not ours to delete.
+	{regexp.MustCompile(`^file\t. \d+ /run/xtables\.lock `), "iptables' lock file"},
+	// A table with only its built-in chains at policy ACCEPT is the kernel's
+	// default state once any program looked at it (nothing can unload it in
+	// a network namespace); it holds no rule. Rules, chains of our own and
+	// other policies are compared.
+	{regexp.MustCompile(`^ip6?tables-(legacy|nft)-save\t\w+ (\*\w+|COMMIT|:(INPUT|OUTPUT|FORWARD|PREROUTING|POSTROUTING) ACCEPT \[-\])$`), "empty iptables tables"},
 	// Short-lived processes of systemd and the lab, and kernel threads named
 	// per CPU or per work item.
 	{regexp.MustCompile(`^process\t(systemd-userwor|systemd-userdbd|\(sd-.*\)|kworker/.*|systemd-hostnam|systemd-timedat|systemd-localed)$`), "short-lived systemd helpers"},
@@ -442,7 +450,7 @@ func takeNodeState(t *testing.T, node string) *nodeState {
 	s := nodeState{}
 	for _, l := range strings.Split(out, "\n") {
 		kind, _, ok := strings.Cut(l, "\t")
-		if !ok || ignoredState(l) {
+		if !ok {
 			continue
 		}
 		s[kind] = append(s[kind], l)
@@ -458,18 +466,20 @@ func takeNodeState(t *testing.T, node string) *nodeState {
 	return &s
 }
 
-func ignoredState(line string) bool {
+// ignoredState says why line is not compared ("" when it is).
+func ignoredState(line string) string {
 	for _, i := range nodeStateIgnored {
 		if i.re.MatchString(line) {
-			return true
+			return i.why
 		}
 	}
-	return false
+	return ""
 }
 
 // diffNodeState lists what after has that before has not ("+") and what
-// before had that after has lost ("-").
-func diffNodeState(before, after *nodeState) []string {
+// before had that after has lost ("-"): the differences that count, and
+// those nodeStateIgnored explains away (with the reason).
+func diffNodeState(before, after *nodeState) (diff, ignored []string) {
 	kinds := map[string]bool{}
 	for k := range *before {
 		kinds[k] = true
@@ -477,17 +487,24 @@ func diffNodeState(before, after *nodeState) []string {
 	for k := range *after {
 		kinds[k] = true
 	}
-	var out []string
-	for k := range kinds {
-		for _, l := range added((*before)[k], (*after)[k]) {
-			out = append(out, "+ "+l)
-		}
-		for _, l := range added((*after)[k], (*before)[k]) {
-			out = append(out, "- "+l)
+	add := func(sign, l string) {
+		if why := ignoredState(l); why != "" {
+			ignored = append(ignored, sign+" "+l+"   ("+why+")")
+		} else {
+			diff = append(diff, sign+" "+l)
 		}
 	}
-	sort.Strings(out)
-	return out
+	for k := range kinds {
+		for _, l := range added((*before)[k], (*after)[k]) {
+			add("+", l)
+		}
+		for _, l := range added((*after)[k], (*before)[k]) {
+			add("-", l)
+		}
+	}
+	sort.Strings(diff)
+	sort.Strings(ignored)
+	return diff, ignored
 }
 
 // joinLine runs `token create` on the control plane and returns its one-line
