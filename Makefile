@@ -5,6 +5,7 @@ BIN := $(CURDIR)/bin
 
 KUBE_VERSION := v1.36.3
 RUNC_VERSION := v1.5.2
+CONTAINERD_VERSION := $(shell $(GO) list -m -f '{{.Version}}' github.com/containerd/containerd/v2 2>/dev/null)
 KUBE_MAJOR := 1
 KUBE_MINOR := 36
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -17,7 +18,8 @@ VERSION_PKGS := k8s.io/component-base/version k8s.io/client-go/pkg/version
 LDFLAGS := -s -w \
 	$(foreach p,$(VERSION_PKGS),-X $(p).gitVersion=$(KUBE_VERSION) -X $(p).gitMajor=$(KUBE_MAJOR) -X $(p).gitMinor=$(KUBE_MINOR) -X $(p).gitTreeState=clean -X $(p).buildDate=$(BUILD_DATE)) \
 	-X github.com/vcluster-standalone/vcluster-standalone/pkg/version.Version=$(VERSION) \
-	-X github.com/vcluster-standalone/vcluster-standalone/pkg/version.Runc=$(RUNC_VERSION)
+	-X github.com/vcluster-standalone/vcluster-standalone/pkg/version.Runc=$(RUNC_VERSION) \
+	-X github.com/containerd/containerd/v2/version.Version=$(CONTAINERD_VERSION:v%=%)
 export LDFLAGS
 
 .PHONY: all build test unit integration e2e lab lab-down bench vet fmt clean images system-images
