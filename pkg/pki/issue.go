@@ -16,17 +16,26 @@ func (b *Bundle) Issue(spec CertSpec, now time.Time) (certPEM, keyPEM []byte, er
 	if !ok {
 		return nil, nil, fmt.Errorf("unknown CA %q", spec.CA)
 	}
-	key, err := newKey()
+	kp, err := newLeaf(spec, ca, now)
 	if err != nil {
 		return nil, nil, err
+	}
+	keyPEM, err = keyutil.MarshalPrivateKeyToPEM(kp.Key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return EncodeCert(kp.Cert), keyPEM, nil
+}
+
+// newLeaf makes a key and signs the leaf spec describes with ca.
+func newLeaf(spec CertSpec, ca *KeyPair, now time.Time) (*KeyPair, error) {
+	key, err := newKey()
+	if err != nil {
+		return nil, err
 	}
 	cert, err := signLeaf(spec, key, ca, now)
 	if err != nil {
-		return nil, nil, fmt.Errorf("failed to sign %s: %w", spec.Name, err)
+		return nil, fmt.Errorf("failed to sign %s: %w", spec.Name, err)
 	}
-	keyPEM, err = keyutil.MarshalPrivateKeyToPEM(key)
-	if err != nil {
-		return nil, nil, err
-	}
-	return EncodeCert(cert), keyPEM, nil
+	return &KeyPair{Cert: cert, Key: key}, nil
 }

@@ -161,15 +161,9 @@ func Ensure(p Params, now time.Time) (*Bundle, []Event, error) {
 			}
 			reason = "renewed: " + reason
 		}
-		key, err := newKey()
-		if err != nil {
+		if kp, err = newLeaf(spec, ca, now); err != nil {
 			return nil, nil, err
 		}
-		cert, err := signLeaf(spec, key, ca, now)
-		if err != nil {
-			return nil, nil, fmt.Errorf("failed to sign %s: %w", spec.Name, err)
-		}
-		kp = &KeyPair{Cert: cert, Key: key}
 		if err := writeKeyPair(b.Path(spec.Name, ""), kp); err != nil {
 			return nil, nil, fmt.Errorf("failed to write %s: %w", spec.Name, err)
 		}
