@@ -311,6 +311,22 @@ func netNamespace(t *testing.T, cs kubernetes.Interface) string {
 // to be a Ready Node with a pod CIDR, and imports the busybox image there.
 func netWaitNodes(t *testing.T, cs kubernetes.Interface) map[string]*corev1.Node {
 	t.Helper()
+	// In the suite the nodes stay joined from TestOneLineJoin on; a lab left
+	// by another run may hold a reset node: join it (or start its agent).
+	for _, n := range joinNodes {
+		if inNode(t, n, "systemctl", "is-active", nodeAgentUnit).stdout == "active" {
+			continue
+		}
+		if inNode(t, n, "test", "-e", "/etc/node-agent/config.yaml").code == 0 {
+			t.Logf("%s: %s is not active; starting it", n, nodeAgentUnit)
+			mustInNode(t, n, "systemctl", "start", nodeAgentUnit)
+			continue
+		}
+		t.Logf("%s is not joined; joining it with the one-line join", n)
+		if r := inNode(t, n, "sh", "-c", joinLine(t)); r.code != 0 {
+			t.Fatalf("%s: one-line join: %s", n, r)
+		}
+	}
 	nodes := map[string]*corev1.Node{}
 	poll(t, 3*time.Minute, 300*time.Millisecond, "lab nodes Ready with a pod CIDR", func() (bool, string) {
 		for _, n := range allNodes {
