@@ -296,10 +296,14 @@ func TestNodeAgentKill9KeepsPods(t *testing.T) {
 		t.Errorf("want one `node-agent containerd`, child of %s; have:\n%s", newPID, strings.Join(containerds, "\n"))
 	}
 
-	// The new kubelet and containerd know the container: exec reaches it.
-	if out := mustKubectl(t, "exec", "-n", ns, "sleeper", "--", "echo", "still-here"); out != "still-here" {
-		t.Errorf("exec after the restart printed %q", out)
-	}
+	// The new kubelet and containerd know the container: exec reaches it
+	// (once the kubelet has read its pods from the API server, shortly after
+	// the Node is Ready).
+	execTook := poll(t, 30*time.Second, 200*time.Millisecond, "kubectl exec after the restart", func() (bool, string) {
+		r := kubectl(t, "exec", "-n", ns, "sleeper", "--", "echo", "still-here")
+		return r.code == 0 && r.stdout == "still-here", r.String()
+	})
+	t.Logf("kubectl exec works %s after the Node is Ready again", execTook.Round(10*time.Millisecond))
 	p = getPod(t, cs, ns, "sleeper")
 	cid2, restarts2 := containerOf(p)
 	if p.Status.Phase != corev1.PodRunning || cid2 != cid || restarts2 != restarts {
@@ -544,7 +548,7 @@ func TestNodeResetLeavesNothing(t *testing.T) {
 	after := takeNodeState(t, node)
 	diff, ignored := diffNodeState(before, after)
 	if len(ignored) > 0 {
-		t.Logf("differences not counted:\n%s", strings.Join(ignored, "\n"))
+		t.Logf("%d differences not counted (see nodeStateIgnored), e.g.:\n%s", len(ignored), strings.Join(sample(ignored), "\n"))
 	}
 	if len(diff) > 0 {
 		t.Errorf("after reset %s differs from before the join (+ left behind, - removed):\n%s", node, strings.Join(diff, "\n"))
@@ -558,6 +562,20 @@ func TestNodeResetLeavesNothing(t *testing.T) {
 	// A node that is Ready runs pods too.
 	importBusybox(t, node)
 	startPod(t, cs, ns, busyboxPod("after-rejoin", node, "sleep", "3600"), 60*time.Second)
+}
+
+// sample keeps the first of every kind of ignored difference, by reason.
+func sample(lines []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, l := range lines {
+		why := l[strings.LastIndex(l, "("):]
+		if !seen[why] {
+			seen[why] = true
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 // reset runs `node-agent reset` on node as a script would (never interactive).

@@ -415,18 +415,18 @@ var nodeStateIgnored = []struct {
 }{
 	// journald's volatile journal (Storage=volatile in the lab) rotates and
 	// gets per-boot files as it likes.
-	{regexp.MustCompile(`^file\t. \d+ /run/log/journal(/|$)`), "volatile journal"},
+	{regexp.MustCompile(`^file\t. \d+ /run/log/journal(/| )`), "volatile journal"},
 	// systemd's runtime state: per-unit invocation links, transient and
 	// generated units, user sessions, and sockets of short-lived services.
 	// Which units are loaded is checked through the unit files in /etc.
-	{regexp.MustCompile(`^file\t. \d+ /run/systemd/(units|propagate|journal/streams|transient|seats|sessions|users|inhibit|userdb|notify|netif|io\.system)(/|$)`), "systemd runtime state"},
-	{regexp.MustCompile(`^file\t. \d+ /run/user(/|$)`), "user runtime dirs (logind)"},
+	{regexp.MustCompile(`^file\t. \d+ /run/systemd/(units|propagate|journal/streams|transient|seats|sessions|users|inhibit|userdb|notify|netif|io\.system)(/| )`), "systemd runtime state"},
+	{regexp.MustCompile(`^file\t. \d+ /run/user(/| )`), "user runtime dirs (logind)"},
 	{regexp.MustCompile(`^file\t. \d+ /run/(utmp|lock/subsys)`), "login records"},
 	// systemd's persistent state: random seed, timers' stamps, coredumps.
-	{regexp.MustCompile(`^file\t. \d+ /var/lib/systemd/(random-seed|timers|coredump|linger)(/|$)`), "systemd persistent state"},
+	{regexp.MustCompile(`^file\t. \d+ /var/lib/systemd/(random-seed|timers|coredump|linger)(/| )`), "systemd persistent state"},
 	// The lab's ext4 disk for containerd (lost+found from mkfs); its mount
 	// point is checked with the mounts.
-	{regexp.MustCompile(`^file\t. \d+ /var/lib/node-agent/containerd/lost\+found(/|$)`), "lab disk's lost+found"},
+	{regexp.MustCompile(`^file\t. \d+ /var/lib/node-agent/containerd/lost\+found(/| )`), "lab disk's lost+found"},
 	// iptables' own lock file: made by the first iptables command of anyone,
 	// and possibly held by another program; not ours to delete.
 	{regexp.MustCompile(`^file\t. \d+ /run/xtables\.lock `), "iptables' lock file"},
