@@ -9,7 +9,9 @@
 #                      pulled) created back to back on one node: from each
 #                      create request to a watch seeing the pod Running with
 #                      its container ready, the "observed running" of
-#                      Kubernetes' pod startup SLO (see hack/bench/pods)
+#                      Kubernetes' pod startup SLO (see hack/bench/pods); and
+#                      of SERIAL_PODS pods created one after another, each
+#                      once the previous one runs (an idle node's latency)
 #   node-agent RSS     VmRSS of node-agent's main process and, separately, of
 #                      its containerd child, with RSS_PODS pods running there
 #
@@ -28,6 +30,7 @@ host_bin=$bin/vcluster-standalone
 kubeconfig=/run/vcluster-standalone-lab/admin.kubeconfig
 pods=${PODS:-30}
 rss_pods=${RSS_PODS:-10}
+serial_pods=${SERIAL_PODS:-10}
 pod_node=${POD_NODE:-lab-node1}
 image_archive=/run/lab/bin/images/busybox.tar
 ns=bench-node-$$
@@ -53,43 +56,64 @@ fi
 mapfile -t nodes < <(tail -n +2 /run/vcluster-standalone-lab/nodes) # private nodes: all but lab-cp
 kc() { "$host_bin" kubectl --kubeconfig "$kubeconfig" "$@"; }
 now() { date +%s.%N; }
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 
 # ---- join -> Ready ------------------------------------------------------------
-line=$("$lab" exec lab-cp vcluster-standalone token create --ttl 30m --description "bench-node" | sed -n 's/^ *\(curl .*\)$/\1/p')
-token_id=$(echo "$line" | sed -n 's/.*--token \([a-z0-9]*\)\..*/\1/p')
-[ -n "$line" ] || { echo "bench-node: token create printed no one-line join" >&2; exit 1; }
-joins=()
+# Unjoined nodes join first; nodes already joined (a lab from `make lab`) are
+# measured last, after `node-agent reset`, so the pod figures come from a node
+# as `make lab` left it.
+joined=(); fresh=()
 for n in "${nodes[@]}"; do
-	if "$lab" exec "$n" test -e /etc/node-agent/config.yaml; then
-		"$lab" exec "$n" node-agent reset --force >/dev/null
-	fi
-	kc delete node "$n" --ignore-not-found --wait=true >/dev/null
-	t0=$(now)
-	"$lab" exec "$n" sh -c "$line" >/dev/null
-	until [ "$(kc get node "$n" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ]; do
-		if [ "$(echo "$(now) - $t0 > 120" | bc -l)" = 1 ]; then echo "bench-node: $n not Ready 120 s after the join" >&2; exit 1; fi
-		sleep 0.1
-	done
-	joins+=("$(echo "$(now) - $t0" | bc -l)")
-	printf 'join -> Ready %s: %.2f s\n' "$n" "${joins[-1]}" >&2
+	if "$lab" exec "$n" test -e /etc/node-agent/config.yaml; then joined+=("$n"); else fresh+=("$n"); fi
 done
-"$lab" exec lab-cp vcluster-standalone token delete "$token_id" >/dev/null || true
+joins=()
+join_nodes() { # NODE...: (reset if joined,) paste the one-line join, time it to Node Ready
+	local line token_id n t0
+	[ $# -gt 0 ] || return 0
+	line=$("$lab" exec lab-cp vcluster-standalone token create --ttl 30m --description "bench-node" | sed -n 's/^ *\(curl .*\)$/\1/p')
+	token_id=$(echo "$line" | sed -n 's/.*--token \([a-z0-9]*\)\..*/\1/p')
+	[ -n "$line" ] || { echo "bench-node: token create printed no one-line join" >&2; exit 1; }
+	for n in "$@"; do
+		if "$lab" exec "$n" test -e /etc/node-agent/config.yaml; then
+			"$lab" exec "$n" node-agent reset --force >/dev/null 2>&1
+		fi
+		kc delete node "$n" --ignore-not-found --wait=true >/dev/null
+		t0=$(now)
+		"$lab" exec "$n" sh -c "$line" >/dev/null
+		until [ "$(kc get node "$n" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ]; do
+			if [ "$(echo "$(now) - $t0 > 120" | bc -l)" = 1 ]; then echo "bench-node: $n not Ready 120 s after the join" >&2; exit 1; fi
+			sleep 0.1
+		done
+		joins+=("$(echo "$(now) - $t0" | bc -l)")
+		printf 'join -> Ready %s: %.2f s\n' "$n" "${joins[-1]}" >&2
+	done
+	"$lab" exec lab-cp vcluster-standalone token delete "$token_id" >/dev/null || true
+}
+join_nodes "${fresh[@]}"
 
 # ---- pod startup latency ------------------------------------------------------
 "$lab" exec "$pod_node" node-agent images import "$image_archive" >/dev/null
-read -r p50 p99 pmax < <("$pods_tool" -kubeconfig "$kubeconfig" -node "$pod_node" -ns "$ns" latency -n "$pods")
+read -r p50 p99 pmax < <("$pods_tool" -kubeconfig "$kubeconfig" -node "$pod_node" -ns "$ns" -n "$pods" latency)
+read -r s50 s99 smax < <("$pods_tool" -kubeconfig "$kubeconfig" -node "$pod_node" -ns "$ns" -n "$serial_pods" -serial latency)
 
 # ---- RSS with pods running -----------------------------------------------------
-"$pods_tool" -kubeconfig "$kubeconfig" -node "$pod_node" -ns "$ns" run -n "$rss_pods"
+"$pods_tool" -kubeconfig "$kubeconfig" -node "$pod_node" -ns "$ns" -n "$rss_pods" run
 on_node=$(kc get pods -A --field-selector "spec.nodeName=$pod_node,status.phase=Running" --no-headers | wc -l)
 sleep 5 # let the kubelet finish its post-start work before reading memory
-read -r rss_agent rss_containerd rss_shims < <("$lab" exec "$pod_node" sh -c '
+# VmRSS counts the shared pages of the node-agent binary in every process that
+# runs it; for the shims (the same binary, one per pod) the sum of Pss (shared
+# pages split between their users) and the private memory per shim say more.
+read -r rss_agent rss_containerd n_shims pss_shims priv_shim < <("$lab" exec "$pod_node" sh -c '
 	rss() { awk "/^VmRSS/ {s += \$2} END {printf \"%.0f\", s/1024}" "$@" 2>/dev/null; }
 	main=$(systemctl show -p MainPID --value node-agent)
 	ctrd=$(ps -o pid=,args= --ppid "$main" | awk "\$3 == \"containerd\" {print \$1; exit}")
-	shims=$(ps -eo pid=,args= | awk "\$2 ~ /containerd-shim/ {printf \"/proc/%s/status \", \$1}")
-	echo "$(rss /proc/$main/status) $(rss /proc/$ctrd/status) $(rss $shims /dev/null)"')
+	shims=$(ps -eo pid=,args= | awk "\$3 == \"-namespace\" && \$5 == \"-id\" {printf \"/proc/%s/smaps_rollup \", \$1}")
+	n=$(echo $shims | wc -w)
+	pss=$(awk "/^Pss:/ {s += \$2} END {printf \"%.0f\", s/1024}" $shims /dev/null)
+	priv=$(awk -v n=$n "/^Private_(Clean|Dirty):/ {s += \$2} END {printf \"%.1f\", n ? s/1024/n : 0}" $shims /dev/null)
+	echo "$(rss /proc/$main/status) $(rss /proc/$ctrd/status) $n $pss $priv"')
+
+join_nodes "${joined[@]}"
 
 cores=$(nproc)
 printf '\nnode benchmark (%s, %d cores, %d private nodes):\n' "$("$host_bin" version 2>/dev/null | awk '/kube-apiserver/ {print $2}')" "$cores" "${#nodes[@]}"
@@ -98,6 +122,9 @@ printf '  %-40s %6.2f s   <= 15 s\n' "one-line join -> Node Ready (median)" "$(p
 printf '  %-40s %6.2f s\n' "pod startup p50 ($pods pods, $pod_node)" "$p50"
 printf '  %-40s %6.2f s   <= 3 s\n' "pod startup p99 ($pods pods, $pod_node)" "$p99"
 printf '  %-40s %6.2f s\n' "pod startup max" "$pmax"
+printf '  %-40s %6.2f s\n' "pod startup p50, one at a time ($serial_pods)" "$s50"
+printf '  %-40s %6.2f s\n' "pod startup max, one at a time" "$smax"
 printf '  %-40s %6s MiB <= 200 MiB\n' "node-agent RSS ($rss_pods pods; $on_node on node)" "$rss_agent"
 printf '  %-40s %6s MiB\n' "  its containerd child" "$rss_containerd"
-printf '  %-40s %6s MiB\n' "  all shims together" "$rss_shims"
+printf '  %-40s %6s MiB\n' "  its $n_shims shims: Pss together" "$pss_shims"
+printf '  %-40s %6s MiB\n' "  private memory per shim" "$priv_shim"

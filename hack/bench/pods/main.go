@@ -1,8 +1,8 @@
 // Command pods measures pod startup latency on one node, or keeps pods
 // running there, for hack/bench-node.sh.
 //
-//	pods -kubeconfig K -node N -ns NS latency -n 30   # prints "p50 p99 max" in seconds, deletes the pods
-//	pods -kubeconfig K -node N -ns NS run -n 10       # leaves 10 running pods
+//	pods -kubeconfig K -node N -ns NS -n 30 latency   # prints "p50 p99 max" in seconds, deletes the pods
+//	pods -kubeconfig K -node N -ns NS -n 10 run       # leaves 10 running pods
 //	pods -kubeconfig K -ns NS clean                   # deletes the namespace, waits until it is gone
 //
 // Startup latency, as Kubernetes' pod startup SLO defines it: from the pod's
@@ -11,7 +11,7 @@
 // the moment a watch observes the pod Running with every container ready.
 // The image is local (imagePullPolicy Never), so no pull time is included,
 // as the SLO excludes it. All pods are created back to back, a burst of N
-// pods on one node.
+// pods on one node; with -serial each is created once the previous one runs.
 package main
 
 import (
@@ -28,6 +28,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 )
 
@@ -37,6 +38,7 @@ func main() {
 	ns := flag.String("ns", "bench-pods", "namespace (created if missing)")
 	image := flag.String("image", "localhost/busybox:e2e", "image already on the node")
 	n := flag.Int("n", 30, "number of pods")
+	serial := flag.Bool("serial", false, "latency: create each pod once the previous one runs, not all at once")
 	timeout := flag.Duration("timeout", 3*time.Minute, "how long pods may take to run")
 	flag.Parse()
 	if flag.NArg() != 1 {
@@ -47,6 +49,7 @@ func main() {
 		fail(err)
 	}
 	cfg.QPS, cfg.Burst = -1, 0 // measure the cluster, not client-side throttling
+	cfg.WarningHandler = rest.NoWarnings{}
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		fail(err)
@@ -62,13 +65,24 @@ func main() {
 		fail(err)
 	case "latency":
 		ensureNamespace(ctx, cs, *ns)
-		lat, err := startPods(ctx, cs, *ns, *nodeName, *image, "lat", *n, *timeout)
-		if err != nil {
-			fail(err)
+		var lat []time.Duration
+		if *serial {
+			for i := 0; i < *n; i++ {
+				l, err := startPods(ctx, cs, *ns, *nodeName, *image, fmt.Sprintf("ser%d", i), 1, *timeout)
+				if err != nil {
+					fail(err)
+				}
+				lat = append(lat, l...)
+			}
+		} else {
+			var err error
+			if lat, err = startPods(ctx, cs, *ns, *nodeName, *image, "lat", *n, *timeout); err != nil {
+				fail(err)
+			}
 		}
 		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 		fmt.Printf("%.2f %.2f %.2f\n", pct(lat, 50).Seconds(), pct(lat, 99).Seconds(), lat[len(lat)-1].Seconds())
-		fail(deletePods(ctx, cs, *ns, "lat"))
+		fail(deletePods(ctx, cs, *ns, ""))
 	default:
 		fail(fmt.Errorf("unknown mode %q", flag.Arg(0)))
 	}
@@ -138,9 +152,13 @@ func running(p *corev1.Pod) bool {
 	return false
 }
 
+// deletePods deletes the pods PREFIX-i ("": every pod of ns) and waits until they are gone.
 func deletePods(ctx context.Context, cs kubernetes.Interface, ns, prefix string) error {
 	zero := int64(0)
 	sel := metav1.ListOptions{LabelSelector: "bench=" + prefix}
+	if prefix == "" {
+		sel.LabelSelector = "bench"
+	}
 	if err := cs.CoreV1().Pods(ns).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: &zero}, sel); err != nil {
 		return err
 	}
