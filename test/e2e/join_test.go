@@ -58,6 +58,8 @@ func TestOneLineJoin(t *testing.T) {
 	if inNode(t, resetNode, "test", "-e", "/etc/node-agent/config.yaml").code != 0 {
 		pristine = takeNodeState(t, resetNode)
 	}
+	// From the first node on, TestNothingPulled sees every pull event of the suite.
+	startPullWatch(t, clientset(t))
 
 	var wg sync.WaitGroup
 	took := make([]time.Duration, len(joinNodes))

@@ -608,8 +608,8 @@ func rejoin(t *testing.T, cs kubernetes.Interface, node string) time.Duration {
 }
 
 // TestNothingPulled: no node pulled an image during the suite (no Pulling
-// events, seen by a watch since TestNodesReady and among the events still
-// stored), and every image in each node's containerd is a pinned system
+// events, seen by a watch since the join and among the events still
+// stored; the watch starts in TestOneLineJoin), and every image in each node's containerd is a pinned system
 // image or the imported busybox.
 func TestNothingPulled(t *testing.T) {
 	track(t)
@@ -634,7 +634,7 @@ func TestNothingPulled(t *testing.T) {
 	for _, bad := range pullWatch.seen() {
 		t.Errorf("event seen during the suite: %s", bad)
 	}
-	t.Logf("%d events stored (%d say the image was already present), %d watched since TestNodesReady", len(events.Items), pulled, pullWatch.count())
+	t.Logf("%d events stored (%d say the image was already present), %d watched since the join", len(events.Items), pulled, pullWatch.count())
 
 	for _, n := range allNodes {
 		system := systemImages(t, n)
