@@ -608,8 +608,8 @@ func rejoin(t *testing.T, cs kubernetes.Interface, node string) time.Duration {
 }
 
 // TestNothingPulled: no node pulled an image during the suite (no Pulling
-// events, seen by a watch since the join and among the events still
-// stored; the watch starts in TestOneLineJoin), and every image in each node's containerd is a pinned system
+// events, seen by a watch that starts in TestOneLineJoin and among the events
+// still stored), and every image in each node's containerd is a pinned system
 // image or the imported busybox.
 func TestNothingPulled(t *testing.T) {
 	track(t)
