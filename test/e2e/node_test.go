@@ -62,7 +62,7 @@ func TestNodesReady(t *testing.T) {
 		}
 	}
 	var dep *appsv1.Deployment
-	took := poll(t, 2*time.Minute, 250*time.Millisecond, "Deployment kube-system/coredns available", func() (bool, string) {
+	took := poll(t, 90*time.Second, 250*time.Millisecond, "Deployment kube-system/coredns available", func() (bool, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		d, err := cs.AppsV1().Deployments("kube-system").Get(ctx, "coredns", metav1.GetOptions{})
