@@ -327,6 +327,16 @@ func netWaitNodes(t *testing.T, cs kubernetes.Interface) map[string]*corev1.Node
 			t.Fatalf("%s: one-line join: %s", n, r)
 		}
 	}
+	// The lab gives containerd an ext4 disk (overlay snapshots cannot sit on
+	// the node's overlay root). Without it no pod starts: say so at once
+	// instead of waiting for pods stuck in ContainerCreating.
+	for _, n := range allNodes {
+		if r := inNode(t, n, "findmnt", "-n", "-o", "FSTYPE", "/var/lib/node-agent/containerd"); r.stdout != "ext4" {
+			t.Fatalf("%s: /var/lib/node-agent/containerd is not the lab's ext4 disk any more (findmnt: %s): something unmounted it "+
+				"(an uninstall or `node-agent reset` unmounts everything below /var/lib/node-agent, the dedicated disk included), "+
+				"and containerd's overlay snapshots on the node's overlay root fail with EINVAL", n, r)
+		}
+	}
 	nodes := map[string]*corev1.Node{}
 	poll(t, 3*time.Minute, 300*time.Millisecond, "lab nodes Ready with a pod CIDR", func() (bool, string) {
 		for _, n := range allNodes {
