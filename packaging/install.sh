@@ -437,8 +437,10 @@ if [ -x "$na" ] && "$na" reset --help >/dev/null 2>&1; then
 	fi
 fi
 
-# 2. Unmount whatever the node runtime mounted below its directories, deepest first.
-for top in /var/lib/kubelet /var/lib/containerd /run/containerd /var/lib/node-agent /run/node-agent /var/lib/vcluster-standalone; do
+# 2. Unmount whatever the node runtime mounted below its directories, deepest first
+#    (strictly below: a disk mounted at one of them is the machine's, and stays).
+for top in /var/lib/kubelet /var/lib/containerd /run/containerd /var/lib/node-agent/kubelet \
+	/var/lib/node-agent/containerd /run/node-agent /var/lib/vcluster-standalone; do
 	findmnt -rn -o TARGET 2>/dev/null | grep -E "^$top/" | sort -r | while read -r m; do
 		umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
 	done
@@ -473,11 +475,12 @@ for p in /etc/vcluster-standalone /etc/node-agent /var/lib/vcluster-standalone /
 	/var/lib/kubelet /var/lib/containerd /run/containerd /run/node-agent /var/log/pods /var/log/containers \
 	/etc/cni/net.d/10-vcs.conflist /usr/local/bin/vcluster-standalone /usr/local/bin/node-agent $data_dir; do
 	[ -e "$p" ] || continue
-	if mountpoint -q "$p" 2>/dev/null; then
-		# A mount we did not make (e.g. a dedicated disk): empty it, keep it.
-		[ -z "$(find "$p" -mindepth 1 -maxdepth 1 ! -name lost+found)" ] && continue
-		say "emptying $p (a mount point)"
-		find "$p" -mindepth 1 -maxdepth 1 ! -name lost+found -exec rm -rf {} +
+	if mountpoint -q "$p" 2>/dev/null || findmnt -rn -o TARGET 2>/dev/null | grep -q "^$p/"; then
+		# A mount we did not make (e.g. a dedicated disk) at or below $p:
+		# empty around it, keep the mount point (and its lost+found).
+		[ -z "$(find "$p" -mindepth 1 ! -name lost+found ! -path '*/lost+found/*' ! -type d)" ] && continue
+		say "emptying $p (it holds a mount point)"
+		find "$p" -depth -mindepth 1 ! -name lost+found ! -path '*/lost+found/*' -exec rm -rf {} + 2>/dev/null || true
 	else
 		say "removing $p"
 		rm -rf "$p"

@@ -151,15 +151,16 @@ func removeCgroupTree(dir string) {
 	}
 }
 
-// unmountBelow unmounts everything below the node's directories and the
-// pod network namespaces containerd made, deepest first. A directory that
-// is itself a mount point (a dedicated disk) stays mounted.
+// unmountBelow unmounts what the kubelet and containerd mounted (strictly
+// below their directories) and the pod network namespaces containerd made,
+// deepest first. A mount at one of those directories themselves (a
+// dedicated disk for containerd, say) is not ours and stays.
 func unmountBelow(n *config.Node) error {
 	mounts, err := mountPoints()
 	if err != nil {
 		return err
 	}
-	tops := []string{n.DataDir, config.RunDir, "/run/netns", "/run/containerd"}
+	tops := []string{n.KubeletRoot(), n.ContainerdRoot(), config.RunDir, "/run/netns", "/run/containerd"}
 	var targets []string
 	for _, m := range mounts {
 		for _, top := range tops {
