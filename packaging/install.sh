@@ -478,7 +478,7 @@ for p in /etc/vcluster-standalone /etc/node-agent /var/lib/vcluster-standalone /
 	if mountpoint -q "$p" 2>/dev/null || findmnt -rn -o TARGET 2>/dev/null | grep -q "^$p/"; then
 		# A mount we did not make (e.g. a dedicated disk) at or below $p:
 		# empty around it, keep the mount point (and its lost+found).
-		[ -z "$(find "$p" -mindepth 1 ! -name lost+found ! -path '*/lost+found/*' ! -type d)" ] && continue
+		[ -z "$(find "$p" -mindepth 1 ! -name lost+found ! -path '*/lost+found/*' ! -type d)" ] && [ -z "$(find "$p" -mindepth 1 -type d -empty ! -name lost+found)" ] && continue
 		say "emptying $p (it holds a mount point)"
 		find "$p" -depth -mindepth 1 ! -name lost+found ! -path '*/lost+found/*' -exec rm -rf {} + 2>/dev/null || true
 	else
