@@ -34,6 +34,7 @@ var disabledContainerdPlugins = []string{
 	"io.containerd.tracing.processor.v1.otlp",
 	"io.containerd.internal.v1.tracing",
 	"io.containerd.nri.v1.nri",
+	"io.containerd.internal.v1.opt", // would create /opt/containerd
 }
 
 var containerdTemplate = template.Must(template.New("containerd").Funcs(template.FuncMap{"q": strconv.Quote}).Parse(`# Written by node-agent at every start; edits are overwritten.

@@ -37,6 +37,35 @@ type ResetOptions struct {
 // Kubelet paths outside the data dir that upstream hard-codes.
 var kubeletFixedDirs = []string{"/var/log/pods", "/var/log/containers"}
 
+// Files upstream keeps at fixed paths whatever the data dir: the kubelet's
+// graceful-shutdown logind drop-in and device-plugin socket, the CNI result
+// cache of containerd's CNI library. Each is followed by the directories to
+// remove when that leaves them empty.
+var fixedPathLeftovers = [][]string{
+	{"/etc/systemd/logind.conf.d/99-kubelet.conf", "/etc/systemd/logind.conf.d"},
+	{"/var/lib/kubelet/device-plugins/kubelet.sock", "/var/lib/kubelet/device-plugins", "/var/lib/kubelet"},
+	{"/var/lib/cni/results/" + cni.NetworkName + "-*", "/var/lib/cni/results", "/var/lib/cni"},
+	{"", "/run/netns"},
+}
+
+func removeFixedPathLeftovers() error {
+	var errs []error
+	for _, group := range fixedPathLeftovers {
+		if group[0] != "" {
+			files, _ := filepath.Glob(group[0])
+			for _, f := range files {
+				if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+					errs = append(errs, err)
+				}
+			}
+		}
+		for _, dir := range group[1:] {
+			_ = syscall.Rmdir(dir) // only when empty
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // Reset stops the node and removes what it made: its processes and
 // containers, mounts, network (links, routes, iptables chains, IPAM), data,
 // config and unit. Every step runs even when an earlier one failed, and a
@@ -61,7 +90,9 @@ func Reset(o ResetOptions) error {
 		return cni.Reset(o.Node.IPAMDir(), o.Node.CNIConfDir())
 	})
 	step("removed the overlay (vcs-vxlan, routes, VCS- chains)", network.Reset)
-	step("removed kube-proxy's rules (KUBE- chains)", cleanupKubeProxy)
+	step("removed kube-proxy's rules", cleanupKubeProxy)
+	step("removed the kubelet's iptables chains (KUBE-)", removeKubeChains)
+	step("removed files the kubelet and containerd keep at fixed paths", removeFixedPathLeftovers)
 	step("removed data, config and unit", func() error { return removeFiles(o) })
 	return errors.Join(errs...)
 }
@@ -228,6 +259,11 @@ func removeFiles(o ResetOptions) error {
 		if err := removeKeepingMounts(dir, mounts); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	// containerd made its root 0700; a disk mounted there gets back the mode
+	// of a fresh file system's root.
+	if slices.Contains(mounts, o.Node.ContainerdRoot()) {
+		_ = os.Chmod(o.Node.ContainerdRoot(), 0o755)
 	}
 	// The runc shim puts its sockets in /run/containerd/s whatever the
 	// containerd state dir; the directory is ours unless a system containerd
