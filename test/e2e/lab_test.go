@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -100,7 +101,13 @@ func clip(s string) string {
 }
 
 func run(ctx context.Context, name string, args ...string) result {
+	return runWithInput(ctx, nil, name, args...)
+}
+
+// runWithInput is run with stdin.
+func runWithInput(ctx context.Context, stdin io.Reader, name string, args ...string) result {
 	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Stdin = stdin
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"testing"
 	"time"
 
@@ -178,20 +177,7 @@ func netKubectlIn(t *testing.T, stdin io.Reader, timeout time.Duration, args ...
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, hostBin, append([]string{"kubectl", "--kubeconfig", kubeconfig}, args...)...)
-	cmd.Stdin = stdin
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	code := 0
-	if err := cmd.Run(); err != nil {
-		code = -1
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
-		} else {
-			errb.WriteString(err.Error())
-		}
-	}
-	return result{stdout: strings.TrimSpace(out.String()), stderr: strings.TrimSpace(errb.String()), code: code}
+	return runWithInput(ctx, stdin, hostBin, append([]string{"kubectl", "--kubeconfig", kubeconfig}, args...)...)
 }
 
 // netExec runs script with sh inside pod (kubectl exec from the host).
