@@ -52,6 +52,7 @@ vet:
 bench: build images
 	hack/bench-controlplane.sh $(BIN)/vcluster-standalone
 	LAB_BIN=$(BIN) hack/bench-node.sh
+	LAB_BIN=$(BIN) hack/bench-network.sh
 
 clean:
 	rm -rf $(BIN)
