@@ -31,6 +31,8 @@ apiPort: $(free_port)
 dataDir: $1/data
 adminKubeconfig: $1/admin.kubeconfig
 ports: {etcdClient: $(free_port), etcdPeer: $(free_port), controllerManager: $(free_port), scheduler: $(free_port)}
+# The control plane alone: this host's own node would write /etc/node-agent.
+joinNode: false
 YAML
 }
 
