@@ -304,14 +304,7 @@ func TestNodeAgentKill9KeepsPods(t *testing.T) {
 		return r.code == 0 && r.stdout == "still-here", r.String()
 	})
 	t.Logf("kubectl exec works %s after the Node is Ready again", execTook.Round(10*time.Millisecond))
-	p = getPod(t, cs, ns, "sleeper")
-	cid2, restarts2 := containerOf(p)
-	if p.Status.Phase != corev1.PodRunning || cid2 != cid || restarts2 != restarts {
-		t.Errorf("pod after kill -9 of node-agent: %s, container %s restarts %d; want Running, %s, %d", podSummary(p), cid2, restarts2, cid, restarts)
-	}
-	if got := pidOf(t, podNode, marker); got != proc {
-		t.Errorf("the container's process was %s, is %q now: the container was restarted", proc, got)
-	}
+	podUndisturbed(t, cs, ns, podNode, "after kill -9 of node-agent", cid, restarts, marker, proc)
 }
 
 // TestBadImageArchives: `node-agent images import` of a corrupt archive, of a
@@ -481,13 +474,20 @@ func TestControlPlaneUnreachableAtRun(t *testing.T) {
 	if got := agentPID(t, node); got != pid {
 		t.Errorf("node-agent's MainPID %s -> %s: it did not wait for the control plane", pid, got)
 	}
-	p = getPod(t, cs, ns, "sleeper")
+	podUndisturbed(t, cs, ns, node, "after the outage", cid, restarts, marker, proc)
+}
+
+// podUndisturbed checks that pod "sleeper" still runs the same container
+// (ID, restart count) and the same process (PID of the marker) as before.
+func podUndisturbed(t *testing.T, cs *kubernetes.Clientset, ns, node, when, cid string, restarts int32, marker, proc string) {
+	t.Helper()
+	p := getPod(t, cs, ns, "sleeper")
 	cid2, restarts2 := containerOf(p)
 	if p.Status.Phase != corev1.PodRunning || cid2 != cid || restarts2 != restarts {
-		t.Errorf("pod after the outage: %s, container %s restarts %d; want Running, %s, %d", podSummary(p), cid2, restarts2, cid, restarts)
+		t.Errorf("pod %s: %s, container %s restarts %d; want Running, %s, %d", when, podSummary(p), cid2, restarts2, cid, restarts)
 	}
 	if got := pidOf(t, node, marker); got != proc {
-		t.Errorf("the pod's process was %s, is %q after the outage", proc, got)
+		t.Errorf("the pod's process was %s, is %q %s: the container was restarted", proc, got, when)
 	}
 }
 
