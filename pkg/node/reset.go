@@ -314,7 +314,7 @@ func removeKeepingMounts(path string, mounts []string) error {
 			errs = append(errs, err)
 		}
 	}
-	if !isMount && !slices.Contains(mounts, path) {
+	if !isMount {
 		_ = syscall.Rmdir(path) // stays while a mount point is below it
 	}
 	return errors.Join(errs...)

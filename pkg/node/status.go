@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -121,7 +120,7 @@ func certCheck(part, file string) Check {
 		detail := fmt.Sprintf("expires %s (in %d days)", cert.NotAfter.UTC().Format(time.RFC3339), int(left.Hours()/24))
 		return Check{part, left > certWarning, detail}
 	}
-	return Check{part, false, errors.New("no certificate in " + file).Error()}
+	return Check{part, false, "no certificate in " + file}
 }
 
 func nodeCheck(ctx context.Context, n *config.Node) Check {
