@@ -22,18 +22,23 @@ LDFLAGS := -s -w \
 	-X github.com/containerd/containerd/v2/version.Version=$(CONTAINERD_VERSION:v%=%)
 export LDFLAGS
 
-.PHONY: all build test unit integration e2e lab lab-down bench vet fmt clean images system-images
+.PHONY: all build test unit integration e2e lab lab-down bench vet fmt clean images system-images deps
 
 all: build
 
-build: pkg/node/embedded/runc system-images
+# The Debian packages the build, tests and lab need: installed when run as root,
+# otherwise one line naming them and the command to run.
+deps:
+	@test/vm/install-deps.sh --check 2>/dev/null || test/vm/install-deps.sh
+
+build: deps pkg/node/embedded/runc system-images
 	@mkdir -p $(BIN)
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/vcluster-standalone ./cmd/vcluster-standalone
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/node-agent ./cmd/node-agent
 
 # runc, from its Go module at a pinned version: static, with seccomp
 # (libseccomp-dev), embedded in node-agent which installs it at start.
-$(BIN)/runc-$(RUNC_VERSION)/runc:
+$(BIN)/runc-$(RUNC_VERSION)/runc: | deps
 	@mkdir -p $(@D)
 	cd / && CGO_ENABLED=1 GOFLAGS= GOBIN=$(@D) $(GO) install -tags 'seccomp netgo osusergo urfave_cli_no_docs' \
 		-ldflags '-s -w -extldflags -static -X main.version=$(RUNC_VERSION:v%=%)' github.com/opencontainers/runc@$(RUNC_VERSION)
@@ -141,3 +146,10 @@ e2e: build images
 	[ $$rc -eq 0 ] || echo "e2e failed; node logs (if any) in $(E2E_LOGS)"; \
 	exit $$rc
 # ---- end of lab and end-to-end block -----------------------------------------
+
+# ---- conformance (owned by test/conformance) ----------------------------------
+# The images the upstream [Conformance] specs run, built from sources, and the
+# suite itself (e2e.test, ginkgo, kubectl v1.36.3 from their Go modules).
+-include test/conformance/images/images.mk
+-include test/conformance/conformance.mk
+# ---- end of conformance block --------------------------------------------------
