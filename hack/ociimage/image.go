@@ -27,7 +27,7 @@ var epoch = time.Unix(0, 0).UTC()
 type File struct {
 	Src  string      // path on the build machine
 	Dest string      // absolute path in the image
-	Mode os.FileMode // permission bits; 0 means 0644, or 0755 when Src is executable
+	Mode os.FileMode // unix permission bits (04000 setuid etc. kept); 0 means 0644, or 0755 when Src is executable
 }
 
 // Symlink is a symbolic link in the image: Dest -> Target.
@@ -36,10 +36,13 @@ type Symlink struct {
 	Target string
 }
 
-// Spec describes a single-layer image.
+// Spec describes an image: one layer per tree (in order), then one layer
+// with the files, symlinks and directories (left out when a tree is given
+// and they are empty).
 type Spec struct {
-	Name     string // full reference, e.g. registry.k8s.io/pause:3.10.1
-	Arch     string // GOARCH, e.g. amd64
+	Name     string   // full reference, e.g. registry.k8s.io/pause:3.10.1
+	Arch     string   // GOARCH, e.g. amd64
+	Trees    []string // directories on the build machine, each added whole as a layer
 	Files    []File
 	Symlinks []Symlink
 	Dirs     []string // extra empty directories (mode 0755); 1777 for /tmp
@@ -50,8 +53,8 @@ type Spec struct {
 type Result struct {
 	Manifest digest.Digest
 	Config   digest.Digest
-	Layer    digest.Digest
-	DiffID   digest.Digest
+	Layer    digest.Digest // the top layer
+	DiffID   digest.Digest // the top layer, uncompressed
 }
 
 type blob struct {
@@ -68,32 +71,52 @@ func Write(w io.Writer, spec Spec) (Result, error) {
 	if err := validate(spec); err != nil {
 		return Result{}, err
 	}
-	layerTar, err := buildLayer(spec)
-	if err != nil {
-		return Result{}, err
+	var layerTars [][]byte
+	var lower []map[string]*tar.Header
+	for _, t := range spec.Trees {
+		lt, dirs, err := treeLayer(t)
+		if err != nil {
+			return Result{}, err
+		}
+		layerTars = append(layerTars, lt)
+		lower = append(lower, dirs)
 	}
-	var gz bytes.Buffer
-	zw, err := gzip.NewWriterLevel(&gz, gzip.BestCompression)
-	if err != nil {
-		return Result{}, err
+	if len(spec.Trees) == 0 || len(spec.Files)+len(spec.Symlinks)+len(spec.Dirs) > 0 {
+		lt, err := buildLayer(spec, lower)
+		if err != nil {
+			return Result{}, err
+		}
+		layerTars = append(layerTars, lt)
 	}
-	if _, err := zw.Write(layerTar); err != nil {
-		return Result{}, err
-	}
-	if err := zw.Close(); err != nil {
-		return Result{}, err
-	}
-	layer := blob{ocispec.MediaTypeImageLayerGzip, gz.Bytes()}
-	diffID := digest.FromBytes(layerTar)
-
 	created := epoch
+	var layers []blob
+	var diffIDs []digest.Digest
+	var history []ocispec.History
+	for _, lt := range layerTars {
+		var gz bytes.Buffer
+		zw, err := gzip.NewWriterLevel(&gz, gzip.BestCompression)
+		if err != nil {
+			return Result{}, err
+		}
+		if _, err := zw.Write(lt); err != nil {
+			return Result{}, err
+		}
+		if err := zw.Close(); err != nil {
+			return Result{}, err
+		}
+		layers = append(layers, blob{ocispec.MediaTypeImageLayerGzip, gz.Bytes()})
+		diffIDs = append(diffIDs, digest.FromBytes(lt))
+		history = append(history, ocispec.History{Created: &created, CreatedBy: "vcluster-standalone hack/ociimage"})
+	}
+	layer, diffID := layers[len(layers)-1], diffIDs[len(diffIDs)-1]
+
 	platform := ocispec.Platform{OS: "linux", Architecture: spec.Arch}
 	cfg := ocispec.Image{
 		Created:  &created,
 		Platform: platform,
 		Config:   spec.Config,
-		RootFS:   ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{diffID}},
-		History:  []ocispec.History{{Created: &created, CreatedBy: "vcluster-standalone hack/ociimage"}},
+		RootFS:   ocispec.RootFS{Type: "layers", DiffIDs: diffIDs},
+		History:  history,
 	}
 	cfgJSON, err := json.Marshal(cfg)
 	if err != nil {
@@ -105,7 +128,9 @@ func Write(w io.Writer, spec Spec) (Result, error) {
 		Versioned: specs.Versioned{SchemaVersion: 2},
 		MediaType: ocispec.MediaTypeImageManifest,
 		Config:    config.descriptor(),
-		Layers:    []ocispec.Descriptor{layer.descriptor()},
+	}
+	for _, l := range layers {
+		man.Layers = append(man.Layers, l.descriptor())
 	}
 	manJSON, err := json.Marshal(man)
 	if err != nil {
@@ -139,15 +164,20 @@ func Write(w io.Writer, spec Spec) (Result, error) {
 			return Result{}, err
 		}
 	}
-	entries := []struct {
+	type entry struct {
 		name string
 		data []byte
-	}{
+	}
+	entries := []entry{
 		{ocispec.ImageLayoutFile, layoutJSON},
 		{ocispec.ImageIndexFile, idxJSON},
-		{blobPath(layer), layer.data},
-		{blobPath(config), config.data},
-		{blobPath(manifest), manifest.data},
+	}
+	written := map[string]bool{}
+	for _, b := range append(layers, config, manifest) {
+		if p := blobPath(b); !written[p] { // two trees may hold the same content
+			written[p] = true
+			entries = append(entries, entry{p, b.data})
+		}
 	}
 	for _, e := range entries {
 		if err := tw.WriteHeader(header(tar.TypeReg, e.name, 0o644, int64(len(e.data)))); err != nil {
@@ -216,8 +246,10 @@ func validate(spec Spec) error {
 }
 
 // buildLayer returns the uncompressed layer: every entry sorted by path,
-// parent directories created, owned by 0:0, with a fixed mtime.
-func buildLayer(spec Spec) ([]byte, error) {
+// parent directories created, owned by 0:0, with a fixed mtime. A parent
+// directory that a lower layer (a tree) holds keeps that layer's owner and
+// mode, so adding /tmp/x does not change /tmp.
+func buildLayer(spec Spec, lower []map[string]*tar.Header) ([]byte, error) {
 	type entry struct {
 		hdr *tar.Header
 		src string
@@ -231,7 +263,11 @@ func buildLayer(spec Spec) ([]byte, error) {
 		}
 		name := strings.TrimPrefix(dir, "/") + "/"
 		if _, ok := entries[name]; !ok {
-			entries[name] = entry{hdr: header(tar.TypeDir, name, 0o755, 0)}
+			h := header(tar.TypeDir, name, 0o755, 0)
+			if l, ok := treeDir(lower, dir); ok {
+				h.Mode, h.Uid, h.Gid = l.Mode, l.Uid, l.Gid
+			}
+			entries[name] = entry{hdr: h}
 		}
 		addParents(dir)
 	}
@@ -252,7 +288,7 @@ func buildLayer(spec Spec) ([]byte, error) {
 		if !st.Mode().IsRegular() {
 			return nil, fmt.Errorf("failed to add %s: %s is not a regular file", f.Dest, f.Src)
 		}
-		mode := f.Mode.Perm()
+		mode := f.Mode & 0o7777 // setuid, setgid and sticky bits as given
 		if mode == 0 {
 			mode = 0o644
 			if st.Mode().Perm()&0o111 != 0 {

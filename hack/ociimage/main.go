@@ -1,7 +1,9 @@
-// Command ociimage writes a single-layer OCI image-layout tar from files on
-// the build machine. The Makefile builds the system images (pause, CoreDNS)
-// and the e2e busybox image with it. The output is deterministic: the same
-// inputs always give the same digests.
+// Command ociimage writes an OCI image-layout tar from files on the build
+// machine: one layer per -tree (a whole directory tree such as a Debian
+// rootfs, shared by images that name the same tree), then one layer with the
+// -file/-link/-dir entries. The Makefile builds the system images (pause,
+// CoreDNS), the e2e busybox image and the conformance images with it. The
+// output is deterministic: the same inputs always give the same digests.
 //
 //	ociimage -o bin/images/pause.tar -name registry.k8s.io/pause:3.10.1 \
 //	  -file bin/images/pause:/pause -entrypoint '["/pause"]'
@@ -32,7 +34,7 @@ func main() {
 
 func run(args []string) error {
 	fs := flag.NewFlagSet("ociimage", flag.ContinueOnError)
-	var files, links, dirs, env, expose listFlag
+	var trees, files, links, dirs, env, expose listFlag
 	out := fs.String("o", "", "output archive (written atomically)")
 	name := fs.String("name", "", "full image reference, e.g. registry.k8s.io/pause:3.10.1")
 	arch := fs.String("arch", defaultArch(), "image architecture (GOARCH)")
@@ -40,6 +42,7 @@ func run(args []string) error {
 	cmd := fs.String("cmd", "", `default arguments as a JSON array, e.g. ["sh"]`)
 	user := fs.String("user", "", "user (and group) the process runs as")
 	workdir := fs.String("workdir", "", "working directory")
+	fs.Var(&trees, "tree", "DIR whose whole tree is one layer, below the -file layer; repeatable, lowest first")
 	fs.Var(&files, "file", "SRC:DEST[:MODE] regular file to add (MODE in octal); repeatable")
 	fs.Var(&links, "link", "DEST=TARGET symlink to add; repeatable")
 	fs.Var(&dirs, "dir", "empty directory to add; repeatable")
@@ -51,7 +54,7 @@ func run(args []string) error {
 	if *out == "" {
 		return fmt.Errorf("-o is required")
 	}
-	spec := Spec{Name: *name, Arch: *arch, Dirs: dirs}
+	spec := Spec{Name: *name, Arch: *arch, Trees: trees, Dirs: dirs}
 	spec.Config.Env = env
 	spec.Config.User = *user
 	spec.Config.WorkingDir = *workdir
