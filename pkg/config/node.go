@@ -43,7 +43,23 @@ type Node struct {
 	Iface string `json:"iface,omitempty"`
 	// DataDir holds the node's credentials and state.
 	DataDir string `json:"dataDir,omitempty"`
+	// RegistryMirror is "enabled" (the default): this node serves the images
+	// in its containerd to the cluster's other nodes (port RegistryMirrorPort,
+	// node certificates only) and pulls through theirs; "disabled": neither.
+	RegistryMirror string `json:"registryMirror,omitempty"`
 }
+
+// Values of Node.RegistryMirror.
+const (
+	RegistryMirrorEnabled  = "enabled"
+	RegistryMirrorDisabled = "disabled"
+)
+
+// RegistryMirrorPort is where a node serves its images to its peers.
+const RegistryMirrorPort = 6445
+
+// MirrorEnabled says whether this node takes part in the registry mirror.
+func (n *Node) MirrorEnabled() bool { return n.RegistryMirror != RegistryMirrorDisabled }
 
 // PKIDir is where the cluster CA and the kubelet's client certificate live.
 func (n *Node) PKIDir() string { return filepath.Join(n.DataDir, "pki") }
@@ -95,6 +111,9 @@ func (n *Node) KubeletRoot() string { return filepath.Join(n.DataDir, "kubelet")
 // can restart its parts while the control plane is unreachable.
 func (n *Node) ClusterSettingsFile() string { return filepath.Join(n.DataDir, "cluster.yaml") }
 
+// RegistryPeersFile remembers the other nodes' registry mirrors between starts.
+func (n *Node) RegistryPeersFile() string { return filepath.Join(n.DataDir, "registry-peers") }
+
 // SetNodeDefaults fills every empty field of n. hostname supplies the default
 // node name; os.Hostname is the real one.
 func SetNodeDefaults(n *Node, hostname func() (string, error)) {
@@ -106,6 +125,7 @@ func SetNodeDefaults(n *Node, hostname func() (string, error)) {
 		}
 	}
 	setString(&n.DataDir, DefaultNodeDataDir)
+	setString(&n.RegistryMirror, RegistryMirrorEnabled)
 }
 
 // Validate returns one error per invalid field, each naming the field, the bad
@@ -136,6 +156,9 @@ func (n *Node) Validate() []error {
 	}
 	if !filepath.IsAbs(n.DataDir) {
 		add("dataDir", n.DataDir, "must be an absolute path")
+	}
+	if n.RegistryMirror != RegistryMirrorEnabled && n.RegistryMirror != RegistryMirrorDisabled {
+		add("registryMirror", n.RegistryMirror, "must be enabled or disabled")
 	}
 	return errs
 }
@@ -195,6 +218,7 @@ var nodeFlags = []struct {
 	{"node-ip", "address the kubelet reports for this node (default: chosen by the kubelet)", func(n *Node) *string { return &n.NodeIP }},
 	{"iface", "interface pod traffic to other nodes uses (default: the one holding --node-ip, else the default route's)", func(n *Node) *string { return &n.Iface }},
 	{"data-dir", "directory for the node's credentials and state (default " + DefaultNodeDataDir + ")", func(n *Node) *string { return &n.DataDir }},
+	{"registry-mirror", "enabled or disabled: serve this node's images to the other nodes and pull through theirs (default enabled)", func(n *Node) *string { return &n.RegistryMirror }},
 }
 
 // AddNodeFlags registers the node flags on fs.

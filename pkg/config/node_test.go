@@ -19,7 +19,7 @@ func validNode() *Node {
 
 func TestNodeDefaults(t *testing.T) {
 	n := validNode()
-	if n.APIVersion != APIVersion || n.Kind != NodeKind || n.DataDir != DefaultNodeDataDir || n.NodeName != "lab-node1" {
+	if n.APIVersion != APIVersion || n.Kind != NodeKind || n.DataDir != DefaultNodeDataDir || n.NodeName != "lab-node1" || !n.MirrorEnabled() {
 		t.Fatalf("defaults: %+v", n)
 	}
 	if errs := n.Validate(); len(errs) != 0 {
@@ -45,6 +45,7 @@ func TestNodeValidationErrors(t *testing.T) {
 		{"no name", func(n *Node) { n.NodeName = "" }, "nodeName: not set"},
 		{"bad ip", func(n *Node) { n.NodeIP = "10.0.0" }, `nodeIP: invalid value "10.0.0"`},
 		{"relative dir", func(n *Node) { n.DataDir = "var/lib" }, `dataDir: invalid value "var/lib": must be an absolute path`},
+		{"registry mirror", func(n *Node) { n.RegistryMirror = "off" }, `registryMirror: invalid value "off": must be enabled or disabled`},
 		{"kind", func(n *Node) { n.Kind = "ControlPlaneConfig" }, `kind: invalid value "ControlPlaneConfig": must be NodeConfig`},
 	}
 	for _, tc := range cases {
@@ -107,7 +108,7 @@ func TestEveryNodeKeyHasAFlag(t *testing.T) {
 	n := &Node{}
 	flags.Apply(n)
 	data, _ := MarshalNode(n)
-	for _, key := range []string{"server", "nodeName", "nodeIP", "dataDir"} {
+	for _, key := range []string{"server", "nodeName", "nodeIP", "dataDir", "registryMirror"} {
 		if !strings.Contains(string(data), key+": x") {
 			t.Errorf("config key %s is not set by any flag", key)
 		}

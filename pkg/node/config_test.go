@@ -132,7 +132,7 @@ configs:
 		t.Fatal(err)
 	}
 	hosts := filepath.Join(dir, "hosts")
-	if err := r.WriteHostsDir(hosts); err != nil {
+	if err := r.WriteHostsDir(hosts, PeerMirrors{}); err != nil {
 		t.Fatal(err)
 	}
 	body, err := os.ReadFile(filepath.Join(hosts, "docker.io", "hosts.toml"))

@@ -54,11 +54,7 @@ func (c *Containerd) Init(context.Context) error {
 	if err := InstallBinaries(c.node.BinDir(), c.self); err != nil {
 		return err
 	}
-	registries, err := LoadRegistries(c.registry)
-	if err != nil {
-		return err
-	}
-	if err := registries.WriteHostsDir(registryHostsDir(c.node)); err != nil {
+	if err := writeRegistryHosts(c.node, c.registry, cachedPeers(c.node)); err != nil {
 		return err
 	}
 	for _, dir := range []string{c.node.ContainerdRoot(), config.ContainerdState(), c.node.CNIConfDir()} {

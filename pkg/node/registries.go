@@ -79,47 +79,87 @@ func LoadRegistries(path string) (*Registries, error) {
 	return r, nil
 }
 
-// WriteHostsDir renders r as containerd hosts.toml files under dir, replacing
-// whatever an earlier registries.yaml produced.
-func (r *Registries) WriteHostsDir(dir string) error {
-	if err := os.RemoveAll(dir); err != nil {
-		return fmt.Errorf("failed to clear %s: %w", dir, err)
-	}
-	hosts := map[string]bool{}
+// PeerMirrors are the registry mirrors of the cluster's other nodes: tried for
+// every registry after the mirrors of registries.yaml and before the registry
+// itself, with the node's own client certificate.
+type PeerMirrors struct {
+	Endpoints []string // https://ip:port, in the order they are tried
+	CAFile    string   // verifies the peers' serving certificates
+	CertFile  string   // the node's client certificate and key in one file
+}
+
+// peerDialTimeout bounds a connection attempt to a peer that is gone, so a
+// pull moves on to the next endpoint instead of hanging.
+const peerDialTimeout = "3s"
+
+// defaultHostsDir is containerd's hosts directory for registries that have
+// none of their own.
+const defaultHostsDir = "_default"
+
+// WriteHostsDir renders r and the peers as containerd hosts.toml files under
+// dir. Files are replaced one by one (a pull running meanwhile reads either
+// the old or the new file) and directories nothing asks for any more are
+// removed.
+func (r *Registries) WriteHostsDir(dir string, peers PeerMirrors) error {
+	want := map[string]string{}
 	for h := range r.Mirrors {
-		hosts[h] = true
+		want[h] = r.hostsTOML(h, peers)
 	}
 	for h := range r.Configs {
-		hosts[h] = true
+		want[h] = r.hostsTOML(h, peers)
 	}
-	for host := range hosts {
-		body := r.hostsTOML(host)
+	if len(peers.Endpoints) > 0 {
+		want[defaultHostsDir] = r.hostsTOML("", peers)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("failed to create %s: %w", dir, err)
+	}
+	for host, body := range want {
 		if err := os.MkdirAll(filepath.Join(dir, host), 0o700); err != nil {
 			return err
 		}
-		if err := pki.WriteFileAtomic(filepath.Join(dir, host, "hosts.toml"), []byte(body), 0o600); err != nil {
+		if err := pki.WriteIfChanged(filepath.Join(dir, host, "hosts.toml"), []byte(body), 0o600); err != nil {
 			return fmt.Errorf("failed to write registry config for %s: %w", host, err)
+		}
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("failed to read %s: %w", dir, err)
+	}
+	for _, e := range entries {
+		if _, ok := want[e.Name()]; !ok {
+			if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+				return fmt.Errorf("failed to remove stale registry config %s: %w", e.Name(), err)
+			}
 		}
 	}
 	return nil
 }
 
 // hostsTOML is one registry's hosts.toml: its mirrors in order, each with
-// the settings configured for the mirror's host, then the registry itself.
-func (r *Registries) hostsTOML(host string) string {
+// the settings configured for the mirror's host, then the peers, then the
+// registry itself. host "" is the default for every other registry: no
+// server line, so containerd falls back to the registry named in the image.
+func (r *Registries) hostsTOML(host string, peers PeerMirrors) string {
 	var b strings.Builder
-	b.WriteString("# Written by node-agent from " + DefaultRegistriesFile + "\n")
-	server := "https://" + host
-	if host == "docker.io" {
-		server = "https://registry-1.docker.io"
+	b.WriteString("# Written by node-agent from " + DefaultRegistriesFile + " and the cluster's nodes; edits are overwritten.\n")
+	if host != "" {
+		server := "https://" + host
+		if host == "docker.io" {
+			server = "https://registry-1.docker.io"
+		}
+		b.WriteString("server = " + strconv.Quote(server) + "\n")
+		writeHostSettings(&b, "", r.Configs[host])
 	}
-	b.WriteString("server = " + strconv.Quote(server) + "\n")
-	writeHostSettings(&b, "", r.Configs[host])
 	for _, e := range r.Mirrors[host].Endpoints {
 		section := "host." + strconv.Quote(e)
 		b.WriteString("\n[" + section + "]\n  capabilities = [\"pull\", \"resolve\"]\n")
 		u, _ := url.Parse(e)
 		writeHostSettings(&b, section, r.Configs[u.Host])
+	}
+	for _, e := range peers.Endpoints {
+		fmt.Fprintf(&b, "\n[host.%s]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = %s\n  client = [[%s, %s]]\n  dial_timeout = %s\n",
+			strconv.Quote(e), strconv.Quote(peers.CAFile), strconv.Quote(peers.CertFile), strconv.Quote(peers.CertFile), strconv.Quote(peerDialTimeout))
 	}
 	return b.String()
 }

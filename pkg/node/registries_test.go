@@ -1,0 +1,121 @@
+package node
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/remotes/docker"
+	dockerconfig "github.com/containerd/containerd/v2/core/remotes/docker/config"
+
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
+)
+
+// writeTestPair writes a self-signed certificate and its key into one PEM
+// file, the layout of the kubelet's *-current.pem files.
+func writeTestPair(t *testing.T, path string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "system:node:worker-1", Organization: []string{"system:nodes"}},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalECPrivateKey(key)
+	body := append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})...)
+	if err := os.WriteFile(path, body, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// resolvedHosts is what containerd itself makes of the hosts directory for a
+// registry: the endpoints in the order a pull tries them.
+func resolvedHosts(t *testing.T, dir, registry string) []string {
+	t.Helper()
+	hosts, err := dockerconfig.ConfigureHosts(context.Background(), dockerconfig.HostOptions{HostDir: dockerconfig.HostDirFromRoot(dir)})(registry)
+	if err != nil {
+		t.Fatalf("containerd rejects the hosts files for %s: %v", registry, err)
+	}
+	var out []string
+	for _, h := range hosts {
+		if h.Capabilities.Has(docker.HostCapabilityPull) {
+			out = append(out, h.Scheme+"://"+h.Host+h.Path)
+		}
+	}
+	return out
+}
+
+func TestPeerMirrorsOrderAsContainerdReadsThem(t *testing.T) {
+	dir := t.TempDir()
+	pair := filepath.Join(dir, "client.pem")
+	writeTestPair(t, pair)
+	r := &Registries{
+		Mirrors: map[string]Mirror{"docker.io": {Endpoints: []string{"https://mirror.example:5000"}}},
+		Configs: map[string]RegistryConfig{"mirror.example:5000": {Username: "u", Password: "p"}},
+	}
+	hosts := filepath.Join(dir, "hosts")
+	peers := PeerMirrors{Endpoints: []string{"https://10.0.0.11:6445", "https://10.0.0.12:6445"}, CAFile: pair, CertFile: pair}
+	if err := r.WriteHostsDir(hosts, peers); err != nil {
+		t.Fatal(err)
+	}
+	// registries.yaml mirrors first, then the peers, then the registry itself.
+	want := []string{"https://mirror.example:5000/v2", "https://10.0.0.11:6445/v2", "https://10.0.0.12:6445/v2", "https://registry-1.docker.io/v2"}
+	if got := resolvedHosts(t, hosts, "docker.io"); !slices.Equal(got, want) {
+		t.Errorf("docker.io: got %v, want %v", got, want)
+	}
+	// Any other registry: the peers, then the registry named in the image.
+	want = []string{"https://10.0.0.11:6445/v2", "https://10.0.0.12:6445/v2", "https://registry.k8s.io/v2"}
+	if got := resolvedHosts(t, hosts, "registry.k8s.io"); !slices.Equal(got, want) {
+		t.Errorf("registry.k8s.io: got %v, want %v", got, want)
+	}
+
+	// The peers leave: only registries.yaml's own configuration remains.
+	if err := r.WriteHostsDir(hosts, PeerMirrors{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(hosts, defaultHostsDir)); !os.IsNotExist(err) {
+		t.Errorf("%s still there without peers (%v)", defaultHostsDir, err)
+	}
+	if got := resolvedHosts(t, hosts, "registry.k8s.io"); !slices.Equal(got, []string{"https://registry.k8s.io/v2"}) {
+		t.Errorf("registry.k8s.io without peers: %v", got)
+	}
+	if got := resolvedHosts(t, hosts, "docker.io"); len(got) != 2 {
+		t.Errorf("docker.io without peers: %v", got)
+	}
+}
+
+func TestRegistryHostsRememberPeersAcrossStarts(t *testing.T) {
+	n := testNode(t)
+	regs := filepath.Join(t.TempDir(), "registries.yaml") // absent: no registries.yaml
+	if err := writeRegistryHosts(n, regs, []string{"https://10.0.0.12:6445"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := cachedPeers(n); !slices.Equal(got, []string{"https://10.0.0.12:6445"}) {
+		t.Fatalf("cached peers: %v", got)
+	}
+	n.RegistryMirror = config.RegistryMirrorDisabled
+	if err := writeRegistryHosts(n, regs, cachedPeers(n)); err != nil {
+		t.Fatal(err)
+	}
+	if got := cachedPeers(n); len(got) != 0 {
+		t.Errorf("disabled mirror still remembers peers %v", got)
+	}
+	if _, err := os.Stat(filepath.Join(registryHostsDir(n), defaultHostsDir)); !os.IsNotExist(err) {
+		t.Errorf("disabled mirror left peer hosts (%v)", err)
+	}
+}
