@@ -116,7 +116,9 @@ func repository(ns, name string) (string, error) {
 
 func (h *Handler) serveManifest(ctx context.Context, w http.ResponseWriter, r *http.Request, repo, ref string) {
 	var desc ocispec.Descriptor
-	if dgst, err := digest.Parse(ref); err == nil {
+	dgst, err := digest.Parse(ref)
+	byTag := err != nil
+	if !byTag {
 		desc = ocispec.Descriptor{Digest: dgst}
 	} else {
 		img, err := h.Images.Get(ctx, repo+":"+ref)
@@ -138,8 +140,13 @@ func (h *Handler) serveManifest(ctx context.Context, w http.ResponseWriter, r *h
 		}
 		desc.MediaType = mt
 	}
-	if h.Served != nil && r.Method == http.MethodGet {
-		h.Served(clientName(r), repo+"@"+ref, desc)
+	// containerd resolves a tag with HEAD, then fetches by digest with GET.
+	if h.Served != nil && (byTag || r.Method == http.MethodGet) {
+		sep := ":"
+		if !byTag {
+			sep = "@"
+		}
+		h.Served(clientName(r), repo+sep+ref, desc)
 	}
 	h.serveContent(ctx, w, r, desc, "MANIFEST_UNKNOWN")
 }
