@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/cni"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/cni/network"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/node/mirror"
 )
 
 // Check is one line of `node-agent status`.
@@ -41,9 +43,49 @@ func Status(ctx context.Context, n *config.Node) []Check {
 	checks = append(checks, networkChecks(n)...)
 	checks = append(checks,
 		certCheck("kubelet client certificate", n.KubeletClientCertFile()),
-		certCheck("kubelet serving certificate", filepath.Join(n.PKIDir(), "kubelet-server-current.pem")),
-		nodeCheck(ctx, n))
+		certCheck("kubelet serving certificate", kubeletServingCertFile(n)),
+		nodeCheck(ctx, n), mirrorCheck(ctx, n))
 	return checks
+}
+
+// mirrorCheck asks this node's registry mirror for /v2/ the way a peer
+// does (with the node's client certificate, verifying its serving one).
+func mirrorCheck(ctx context.Context, n *config.Node) Check {
+	const part = "registry mirror"
+	if !n.MirrorEnabled() {
+		return Check{part, true, "disabled (registryMirror: disabled)"}
+	}
+	cs, err := NodeClient(n)
+	if err != nil {
+		return Check{part, false, err.Error()}
+	}
+	node, err := cs.CoreV1().Nodes().Get(ctx, n.NodeName, metav1.GetOptions{})
+	if err != nil {
+		return Check{part, false, "control plane: " + err.Error()}
+	}
+	endpoint := node.Annotations[mirror.Annotation]
+	if endpoint == "" {
+		return Check{part, false, "not published on the Node yet"}
+	}
+	peers := fmt.Sprintf("; %d peer(s) to pull through", len(cachedPeers(n)))
+	cert, err := tls.LoadX509KeyPair(n.KubeletClientCertFile(), n.KubeletClientCertFile())
+	if err != nil {
+		return Check{part, false, err.Error()}
+	}
+	ca, err := os.ReadFile(n.CAFile())
+	if err != nil {
+		return Check{part, false, err.Error()}
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca)
+	cl := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}}}}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, endpoint+"/v2/", nil)
+	resp, err := cl.Do(req)
+	if err != nil {
+		return Check{part, false, endpoint + ": " + err.Error()}
+	}
+	resp.Body.Close()
+	return Check{part, resp.StatusCode == http.StatusOK, fmt.Sprintf("%s: %s%s", endpoint, resp.Status, peers)}
 }
 
 // PrintStatus writes the checks as a table and returns an error naming the
