@@ -14,6 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/cni"
@@ -43,25 +44,34 @@ func Status(ctx context.Context, n *config.Node) []Check {
 	checks = append(checks, networkChecks(n)...)
 	checks = append(checks,
 		certCheck("kubelet client certificate", n.KubeletClientCertFile()),
-		certCheck("kubelet serving certificate", kubeletServingCertFile(n)),
-		nodeCheck(ctx, n), mirrorCheck(ctx, n))
+		certCheck("kubelet serving certificate", kubeletServingCertFile(n)))
+	node, err := ownNode(ctx, n)
+	checks = append(checks, nodeCheck(n, node, err), mirrorCheck(ctx, n, node, err))
 	return checks
+}
+
+// ownNode is this node's Node object, read with the node's own credential.
+func ownNode(ctx context.Context, n *config.Node) (*corev1.Node, error) {
+	cs, err := NodeClient(n)
+	if err != nil {
+		return nil, err
+	}
+	node, err := cs.CoreV1().Nodes().Get(ctx, n.NodeName, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("control plane: %w", err)
+	}
+	return node, nil
 }
 
 // mirrorCheck asks this node's registry mirror for /v2/ the way a peer
 // does (with the node's client certificate, verifying its serving one).
-func mirrorCheck(ctx context.Context, n *config.Node) Check {
+func mirrorCheck(ctx context.Context, n *config.Node, node *corev1.Node, nodeErr error) Check {
 	const part = "registry mirror"
 	if !n.MirrorEnabled() {
 		return Check{part, true, "disabled (registryMirror: disabled)"}
 	}
-	cs, err := NodeClient(n)
-	if err != nil {
-		return Check{part, false, err.Error()}
-	}
-	node, err := cs.CoreV1().Nodes().Get(ctx, n.NodeName, metav1.GetOptions{})
-	if err != nil {
-		return Check{part, false, "control plane: " + err.Error()}
+	if nodeErr != nil {
+		return Check{part, false, nodeErr.Error()}
 	}
 	endpoint := node.Annotations[mirror.Annotation]
 	if endpoint == "" {
@@ -165,15 +175,10 @@ func certCheck(part, file string) Check {
 	return Check{part, false, "no certificate in " + file}
 }
 
-func nodeCheck(ctx context.Context, n *config.Node) Check {
+func nodeCheck(n *config.Node, node *corev1.Node, err error) Check {
 	part := "node " + n.NodeName
-	cs, err := NodeClient(n)
 	if err != nil {
 		return Check{part, false, err.Error()}
-	}
-	node, err := cs.CoreV1().Nodes().Get(ctx, n.NodeName, metav1.GetOptions{})
-	if err != nil {
-		return Check{part, false, "control plane: " + err.Error()}
 	}
 	ok, why := nodeIsReady(node)
 	if ok {

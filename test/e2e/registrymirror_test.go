@@ -71,11 +71,16 @@ func mirrorPod(name, image string) *corev1.Pod {
 	return p
 }
 
-// waitPullFails waits until the pod's container cannot get its image and
-// returns the kubelet's message.
-func waitPullFails(t *testing.T, cs kubernetes.Interface, ns, name string, timeout time.Duration) (string, time.Duration) {
+// waitPullFails creates pod and waits until its container cannot get its
+// image; it returns the kubelet's message and how long that took.
+func waitPullFails(t *testing.T, cs kubernetes.Interface, ns string, pod *corev1.Pod, timeout time.Duration) (string, time.Duration) {
 	t.Helper()
-	msg := ""
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := cs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create pod %s/%s: %v", ns, pod.Name, err)
+	}
+	name, msg := pod.Name, ""
 	took := poll(t, timeout, 500*time.Millisecond, "pod "+name+" reports a pull error", func() (bool, string) {
 		p := getPod(t, cs, ns, name)
 		for _, s := range p.Status.ContainerStatuses {
@@ -198,13 +203,7 @@ func TestRegistryMirror(t *testing.T) {
 			}
 		}
 		t.Cleanup(restore)
-		p := mirrorPod("holder-gone", image)
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if _, err := cs.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		msg, took := waitPullFails(t, cs, ns, p.Name, 90*time.Second)
+		msg, took := waitPullFails(t, cs, ns, mirrorPod("holder-gone", image), 90*time.Second)
 		restore()
 		t.Logf("pull error after %.1fs: %s", took.Seconds(), msg)
 		if !strings.Contains(msg, image) {
@@ -224,13 +223,7 @@ func TestRegistryMirror(t *testing.T) {
 		if hosts := inNode(t, mirrorPuller, "ls", "/var/lib/node-agent/registry.d/_default"); hosts.code == 0 {
 			t.Errorf("the disabled node still lists peers as mirrors")
 		}
-		p := mirrorPod("mirror-disabled", image)
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if _, err := cs.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		msg, took := waitPullFails(t, cs, ns, p.Name, 90*time.Second)
+		msg, took := waitPullFails(t, cs, ns, mirrorPod("mirror-disabled", image), 90*time.Second)
 		t.Logf("pull error after %.1fs: %s", took.Seconds(), msg)
 		if !strings.Contains(msg, image) {
 			t.Errorf("the pull error does not name the image %s: %q", image, msg)
