@@ -117,11 +117,12 @@ $(CIMG)/nginx.tar: $(CIMG_ROOTFS).complete $(CIMG_NAMES) $(CIMG_OCI) $(CIMG_SRC)
 # busybox: every applet a symlink to Debian's busybox-static, except sh
 # (bash-static keeps env names like data-1; see the top of this file).
 $(CIMG)/busybox.tar: $(IMAGES)/busybox/bin/busybox $(CIMG_BUILD)/bash-static $(CIMG_NAMES) $(CIMG_OCI) \
-		$(CIMG_SRC)/busybox/passwd $(CIMG_SRC)/busybox/group
+		$(CIMG_SRC)/busybox/passwd $(CIMG_SRC)/busybox/group $(CIMG_SRC)/etc/hosts
 	$(CIMG_OCI) -o $@ -name $(call cimg_name,BusyBox) -file $<:/bin/busybox:0755 \
 		-file $(CIMG_BUILD)/bash-static:/bin/bash:0755 -link /bin/sh=bash \
 		$$($< --list | grep -vx -e busybox -e sh -e bash | sed 's|.*|-link /bin/&=busybox|') \
 		-file $(CIMG_SRC)/busybox/passwd:/etc/passwd -file $(CIMG_SRC)/busybox/group:/etc/group \
+		-file $(CIMG_SRC)/etc/hosts:/etc/hosts \
 		-dir /tmp -dir /root -dir /home -dir /var/www -dir /usr/bin -dir /usr/sbin -dir /sbin \
 		-env $(CIMG_PATH) -cmd '["sh"]'
 
@@ -136,12 +137,15 @@ $(CIMG)/nonewprivs.tar: $(CIMG_BUILD)/nnp $(CIMG_NAMES) $(CIMG_OCI)
 
 # sample-apiserver (k8s.io/sample-apiserver) at /sample-apiserver; the spec
 # gives only arguments.
-$(CIMG)/sample-apiserver.tar: $(CIMG_BUILD)/sample-apiserver $(CIMG_NAMES) $(CIMG_OCI)
+$(CIMG)/sample-apiserver.tar: $(CIMG_BUILD)/sample-apiserver $(CIMG_NAMES) $(CIMG_OCI) $(CIMG_SRC)/etc/hosts
 	$(CIMG_OCI) -o $@ -name $(call cimg_name,APIServer) -file $<:/sample-apiserver:0755 -dir /tmp \
+		-file $(CIMG_SRC)/etc/hosts:/etc/hosts \
 		-entrypoint '["/sample-apiserver"]'
 
-# etcd at /usr/local/bin/etcd, the path the spec runs.
-$(CIMG)/etcd.tar: $(CIMG_BUILD)/etcd $(CIMG_NAMES) $(CIMG_OCI)
+# etcd at /usr/local/bin/etcd, the path the spec runs; /etc/hosts names
+# localhost (its default peer URL) where no runtime provides one.
+$(CIMG)/etcd.tar: $(CIMG_BUILD)/etcd $(CIMG_NAMES) $(CIMG_OCI) $(CIMG_SRC)/etc/hosts
 	$(CIMG_OCI) -o $@ -name $(call cimg_name,Etcd) -file $<:/usr/local/bin/etcd:0755 -dir /tmp -dir /var/lib/etcd \
+		-file $(CIMG_SRC)/etc/hosts:/etc/hosts \
 		-env $(CIMG_PATH) -cmd '["/usr/local/bin/etcd"]'
 # ---- end of conformance images ------------------------------------------------
