@@ -12,7 +12,7 @@
 set -eu
 
 PKGS="make git gcc libc6-dev pkg-config libseccomp-dev ca-certificates curl bc \
-iptables iproute2 shellcheck \
+iptables iproute2 shellcheck jq \
 debootstrap systemd-container e2fsprogs util-linux kmod"
 
 check=0
