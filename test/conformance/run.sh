@@ -103,19 +103,77 @@ if [ -n "$CONFORMANCE_SUBSET" ]; then
 		fi
 	done <"$RESULTS/subset.txt"
 	[ $bad = 0 ] || die "$CONFORMANCE_SUBSET does not match this e2e.test (v1.36.3); fix the names"
-	CONFORMANCE_FOCUS="^($(regexp_quote <"$RESULTS/subset.txt" | paste -sd'|'))\$"
+	# Ginkgo matches the focus against "<suite description> <full name>".
+	CONFORMANCE_FOCUS="^Kubernetes e2e suite ($(regexp_quote <"$RESULTS/subset.txt" | paste -sd'|'))\$"
 	PART_EXPECT[serial]=$(grep -cF '[Serial]' "$RESULTS/subset.txt" || true)
 	PART_EXPECT[parallel]=$((SUBSET_COUNT - PART_EXPECT[serial]))
 	say "subset: $SUBSET_COUNT specs from $CONFORMANCE_SUBSET (${PART_EXPECT[parallel]} parallel, ${PART_EXPECT[serial]} serial)"
 fi
 
+# read_part_args PART: ginkgo's selection of PART into PART_ARGS, its number of
+# processes into PART_PROCS. The labels
+# select the same specs as the [Conformance]/[Serial] tags in their names.
+read_part_args() {
+	case $1 in
+	parallel)
+		PART_PROCS=$CONFORMANCE_PROCS
+		PART_ARGS=(--label-filter='Conformance && !Serial' --focus="${CONFORMANCE_FOCUS:-\[Conformance\]}" --skip='\[Serial\]')
+		;;
+	serial)
+		PART_PROCS=1
+		PART_ARGS=(--label-filter='Conformance && Serial' --focus="${CONFORMANCE_FOCUS:-\[Serial\]}")
+		;;
+	esac
+}
+# How many specs each part will run, from a dry run (no cluster needed).
+declare -A PART_COUNT=()
+for p in "${PARTS[@]}"; do
+	read_part_args "$p"
+	PART_COUNT[$p]=$(cd "$RESULTS" && "$GINKGO" --dry-run --no-color "${PART_ARGS[@]}" "$E2E" -- --provider=skeleton 2>&1 |
+		sed -n 's/^Ran \([0-9]*\) of [0-9]* Specs.*/\1/p' | tail -n1)
+	[ -n "${PART_COUNT[$p]}" ] || die "ginkgo --dry-run of the $p part failed"
+	if [ -n "$CONFORMANCE_SUBSET" ] && [ "${PART_COUNT[$p]}" -ne "${PART_EXPECT[$p]}" ]; then
+		die "the $p part would run ${PART_COUNT[$p]} specs, $CONFORMANCE_SUBSET lists ${PART_EXPECT[$p]} of it"
+	fi
+	say "$p part: ${PART_COUNT[$p]} specs"
+done
+
 # ---- the lab ----------------------------------------------------------------------
 
-exec {LOCK_FD}>>"$LAB_LOCK"
-if ! flock -n "$LOCK_FD"; then
-	say "waiting for $LAB_LOCK (another lab user holds it)"
-	flock "$LOCK_FD"
-fi
+# hold_lab_lock: hold $LAB_LOCK for as long as this script runs. A caller that
+# already holds it (`flock /tmp/vcs-lab.lock make conformance`) must not
+# deadlock us: its descriptor, when inherited, locks at once; a lock held by an
+# ancestor without one (flock -o) counts as ours too.
+hold_lab_lock() {
+	local fd target pid ino holder
+	touch "$LAB_LOCK"
+	target=$(realpath "$LAB_LOCK")
+	for fd in "/proc/$$/fd/"*; do
+		[ "$(readlink "$fd" 2>/dev/null)" = "$target" ] || continue
+		fd=${fd##*/}
+		if flock -n "$fd" 2>/dev/null; then
+			say "the caller holds $LAB_LOCK"
+			return 0
+		fi
+	done
+	ino=$(stat -c %i "$LAB_LOCK")
+	while read -r holder; do
+		pid=$$
+		while [ "$pid" -gt 1 ]; do
+			if [ "$pid" = "$holder" ]; then
+				say "the caller (pid $holder) holds $LAB_LOCK"
+				return 0
+			fi
+			pid=$(awk '{print $4}' "/proc/$pid/stat" 2>/dev/null || echo 1)
+		done
+	done < <(awk -v ino="$ino" '$2 == "FLOCK" { split($6, a, ":"); if (a[3] == ino) print $5 }' /proc/locks)
+	exec {LOCK_FD}>>"$LAB_LOCK"
+	if ! flock -n "$LOCK_FD"; then
+		say "waiting for $LAB_LOCK (another lab user holds it)"
+		flock "$LOCK_FD"
+	fi
+}
+hold_lab_lock
 
 BROUGHT_UP=0
 FAILED=0
@@ -254,19 +312,12 @@ REPORT_ARGS=()
 run_part() {
 	local part=$1 t rc=0 args=()
 	local dir=$RESULTS/$part log=$RESULTS/$part.log
-	if [ -n "$CONFORMANCE_SUBSET" ] && [ "${PART_EXPECT[$part]}" -eq 0 ]; then
-		say "$part: no spec of the subset is in this part"
+	if [ "${PART_COUNT[$part]}" -eq 0 ]; then
+		say "$part part: no spec to run"
 		return 0
 	fi
-	case $part in
-	parallel)
-		args=(--procs "$CONFORMANCE_PROCS" --label-filter='Conformance && !Serial'
-			--focus="${CONFORMANCE_FOCUS:-\[Conformance\]}" --skip='\[Serial\]')
-		;;
-	serial)
-		args=(--procs 1 --label-filter='Conformance && Serial' --focus="${CONFORMANCE_FOCUS:-\[Serial\]}")
-		;;
-	esac
+	read_part_args "$part"
+	args=(--procs "$PART_PROCS" "${PART_ARGS[@]}")
 	mkdir -p "$dir"
 	say "$part part: starting (${args[*]}); log $log"
 	t=$(date +%s)
