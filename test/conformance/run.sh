@@ -319,7 +319,11 @@ run_part() {
 	read_part_args "$part"
 	args=(--procs "$PART_PROCS" "${PART_ARGS[@]}")
 	mkdir -p "$dir"
-	say "$part part: starting (${args[*]}); log $log"
+	if [ -n "$CONFORMANCE_SUBSET" ]; then
+		say "$part part: starting ${PART_COUNT[$part]} specs of the subset, $PART_PROCS processes; log $log"
+	else
+		say "$part part: starting ${PART_COUNT[$part]} specs (ginkgo --procs ${args[*]:1}); log $log"
+	fi
 	t=$(date +%s)
 	"$GINKGO" "${GINKGO_ARGS[@]}" "${args[@]}" "$E2E" -- "${E2E_ARGS[@]}" \
 		--report-dir="$dir" --e2e-output-dir="$dir" > >(tee "$log") 2>&1 &
