@@ -145,6 +145,8 @@ e2e: build images
 	fi; \
 	[ $$rc -eq 0 ] || echo "e2e failed; node logs (if any) in $(E2E_LOGS)"; \
 	exit $$rc
+	@rc=0; $(MAKE) --no-print-directory conformance-subset || rc=$$?; \
+	if [ -f /run/vcluster-standalone-lab/nodes ]; then $(LAB) down || rc=1; fi; exit $$rc
 # ---- end of lab and end-to-end block -----------------------------------------
 
 # ---- conformance (owned by test/conformance) ----------------------------------
