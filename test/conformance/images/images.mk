@@ -86,10 +86,14 @@ $(CIMG_ROOTFS).complete: | deps
 # agnhost as test/images/agnhost/Dockerfile lays it out, on the Debian rootfs
 # (netcat-openbsd, curl, dig, getent, iproute2, iperf, bash: no busybox).
 CIMG_AGNHOST_DEPS := $(CIMG_BUILD)/agnhost $(CIMG_ROOTFS).complete $(CIMG_NAMES) $(CIMG_OCI) \
-	$(CIMG_BUILD)/src/agnhost/porter/localhost.crt $(CIMG_BUILD)/src/agnhost/porter/localhost.key
+	$(CIMG_BUILD)/src/agnhost/porter/localhost.crt $(CIMG_BUILD)/src/agnhost/porter/localhost.key \
+	$(CIMG_SRC)/agnhost/os-release
+# os-release: upstream's base is Alpine and the ImageVolume spec checks for it;
+# the file says what this image really is and what it stands in for.
 CIMG_AGNHOST_LAYERS = -tree $(CIMG_ROOTFS) -file $(CIMG_BUILD)/agnhost:/agnhost:0755 -link /agnhost-2=agnhost \
 	-file $(CIMG_BUILD)/src/agnhost/porter/localhost.crt:/localhost.crt \
 	-file $(CIMG_BUILD)/src/agnhost/porter/localhost.key:/localhost.key \
+	-file $(CIMG_SRC)/agnhost/os-release:/etc/os-release \
 	-dir /uploads -link /usr/local/bin/iperf=/usr/bin/iperf -env $(CIMG_PATH) \
 	-expose 80 -expose 8080 -expose 8081 -expose 9376 -expose 5000 -entrypoint '["/agnhost"]'
 
