@@ -111,8 +111,8 @@ if [ -n "$CONFORMANCE_SUBSET" ]; then
 fi
 
 # read_part_args PART: ginkgo's selection of PART into PART_ARGS, its number of
-# processes into PART_PROCS. The labels
-# select the same specs as the [Conformance]/[Serial] tags in their names.
+# processes into PART_PROCS. The labels select the same specs as the
+# [Conformance]/[Serial] tags in the names (417 + 29 of v1.36.3's 446).
 read_part_args() {
 	case $1 in
 	parallel)
