@@ -46,9 +46,11 @@ KUBECTL=$CONFORMANCE_BIN/kubectl
 REPORT=$CONFORMANCE_BIN/report
 
 T0=$(date +%s)
-say() { echo "[conformance $(date +%H:%M:%S)] $*" >&2; }
+# Messages go to stderr and, once the results dir exists, to its run.log.
+RUN_LOG=/dev/null
+say() { echo "[conformance $(date +%H:%M:%S)] $*" | tee -a "$RUN_LOG" >&2; }
 die() {
-	echo "conformance: error: $*" >&2
+	echo "conformance: error: $*" | tee -a "$RUN_LOG" >&2
 	exit 1
 }
 elapsed() {
@@ -71,6 +73,7 @@ done
 RESULTS=${CONFORMANCE_RESULTS:-$CONFORMANCE_BIN/results/$(date +%Y%m%d-%H%M%S)${CONFORMANCE_SUBSET:+-subset}}
 mkdir -p "$RESULTS"
 RESULTS=$(cd "$RESULTS" && pwd)
+RUN_LOG=$RESULTS/run.log
 ln -sfn "$RESULTS" "$(dirname "$RESULTS")/latest" 2>/dev/null || true
 
 # ---- which specs -----------------------------------------------------------------
