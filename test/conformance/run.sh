@@ -21,6 +21,10 @@
 #   CONFORMANCE_BIN, CONFORMANCE_IMAGES, LAB, LAB_BIN  set by the Makefile
 set -euo pipefail
 
+# All of the script is one compound command, which bash parses before it runs
+# any of it: editing this file during a run (a 50-minute one) cannot change
+# what that run executes.
+{
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 
@@ -181,6 +185,7 @@ hold_lab_lock
 BROUGHT_UP=0
 FAILED=0
 GINKGO_PID=
+# shellcheck disable=SC2317 # run by the EXIT trap
 cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM
@@ -372,3 +377,5 @@ if [ "$FAILED" -ne 0 ]; then
 	exit 1
 fi
 echo "conformance: passed"
+exit 0
+}
