@@ -735,6 +735,10 @@ func (w *eventWatch) count() int {
 // TestPrivateNodesUninstall runs last of the node tests: the uninstall script
 // install.sh wrote on each joined node removes node-agent, and the Nodes are
 // deleted from the cluster.
+// TestRegistryMirror (registrymirror_test.go) runs here: after
+// TestNothingPulled, while the nodes are still joined.
+func TestRegistryMirror(t *testing.T) { testRegistryMirror(t) }
+
 func TestPrivateNodesUninstall(t *testing.T) {
 	track(t)
 	if reuseLab {

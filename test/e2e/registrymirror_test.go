@@ -22,9 +22,9 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 )
 
-// The registry mirror tests pull on purpose, so they run after
-// TestNothingPulled (node_test.go; files run in name order) has judged the
-// rest of the suite.
+// The registry mirror tests pull on purpose, so node_test.go runs them after
+// TestNothingPulled has judged the rest of the suite, and before
+// TestPrivateNodesUninstall takes the nodes away.
 
 const (
 	mirrorAnnotation = "registry-mirror.vcluster-standalone.io/endpoint"
@@ -116,7 +116,7 @@ func waitMirrorsPublished(t *testing.T, cs kubernetes.Interface, nodes ...string
 	}
 }
 
-func TestRegistryMirror(t *testing.T) {
+func testRegistryMirror(t *testing.T) {
 	track(t)
 	cs := clientset(t)
 	waitMirrorsPublished(t, cs, allNodes...)
