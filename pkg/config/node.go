@@ -73,6 +73,12 @@ func (n *Node) KubeletClientCertFile() string {
 	return filepath.Join(n.PKIDir(), "kubelet-client-current.pem")
 }
 
+// KubeletServingCertFile is the kubelet's serving certificate and key in one
+// file, kept current by the kubelet's certificate manager (kubelet layout).
+func (n *Node) KubeletServingCertFile() string {
+	return filepath.Join(n.PKIDir(), "kubelet-server-current.pem")
+}
+
 // KubeletKubeconfig is the kubeconfig the kubelet uses, pointing at
 // KubeletClientCertFile so rotated certificates are picked up.
 func (n *Node) KubeletKubeconfig() string { return filepath.Join(n.DataDir, "kubelet.kubeconfig") }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/containerd/containerd/v2/client"
@@ -16,16 +15,11 @@ import (
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
 )
 
-// kubeletServingCertFile is the kubelet's current serving pair (one PEM),
-// kept by the kubelet's certificate manager in the node's PKI directory.
-func kubeletServingCertFile(n *config.Node) string {
-	return filepath.Join(n.PKIDir(), "kubelet-server-current.pem")
-}
-
 // newMirror is the registry mirror component of this node: it serves with
 // the kubelet's serving certificate, accepts node client certificates signed
 // by the cluster CA, and pulls from peers with the kubelet's client pair.
-func newMirror(n *config.Node, cs kubernetes.Interface, registriesFile string, o Options) *mirror.Mirror {
+func newMirror(o Options, cs kubernetes.Interface) *mirror.Mirror {
+	n := o.Node
 	return mirror.New(mirror.Options{
 		NodeName: n.NodeName,
 		Enabled:  n.MirrorEnabled(),
@@ -34,8 +28,8 @@ func newMirror(n *config.Node, cs kubernetes.Interface, registriesFile string, o
 		Connect: func(ctx context.Context) (*client.Client, error) {
 			return images.Connect(ctx, config.ContainerdSocket())
 		},
-		TLS:        mirror.TLSFiles{ServingCert: kubeletServingCertFile(n), ClientCA: n.CAFile()},
-		WritePeers: func(peers []string) error { return writeRegistryHosts(n, registriesFile, peers) },
+		TLS:        mirror.TLSFiles{ServingCert: n.KubeletServingCertFile(), ClientCA: n.CAFile()},
+		WritePeers: func(peers []string) error { return writeRegistryHosts(n, o.RegistriesFile, peers) },
 		Log:        o.Progress,
 	})
 }

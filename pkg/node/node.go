@@ -66,7 +66,7 @@ func components(o Options, cs kubernetes.Interface, s config.ClusterSettings, ho
 	return []component.Component{
 		NewContainerd(o.Node, host, o.Self, o.RegistriesFile, o.Logs),
 		NewImageImport(o.Node, o.Progress),
-		newMirror(o.Node, cs, o.RegistriesFile, o),
+		newMirror(o, cs),
 		NewKubelet(o.Node, s, host),
 		NewKubeProxy(o.Node, s, host),
 		network.New(cs, o.Node, s),

@@ -44,7 +44,7 @@ func Status(ctx context.Context, n *config.Node) []Check {
 	checks = append(checks, networkChecks(n)...)
 	checks = append(checks,
 		certCheck("kubelet client certificate", n.KubeletClientCertFile()),
-		certCheck("kubelet serving certificate", kubeletServingCertFile(n)))
+		certCheck("kubelet serving certificate", n.KubeletServingCertFile()))
 	node, err := ownNode(ctx, n)
 	checks = append(checks, nodeCheck(n, node, err), mirrorCheck(ctx, n, node, err))
 	return checks

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -234,15 +235,7 @@ func Endpoint(n *corev1.Node, port int) string {
 // Peers are the mirror endpoints of every Node but self, ordered by Node name.
 func Peers(list []*corev1.Node, self string) []string {
 	sorted := slices.Clone(list)
-	slices.SortFunc(sorted, func(a, b *corev1.Node) int {
-		if a.Name < b.Name {
-			return -1
-		}
-		if a.Name > b.Name {
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(sorted, func(a, b *corev1.Node) int { return strings.Compare(a.Name, b.Name) })
 	peers := []string{}
 	for _, n := range sorted {
 		if e := n.Annotations[Annotation]; n.Name != self && e != "" && n.DeletionTimestamp == nil {

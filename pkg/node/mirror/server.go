@@ -8,7 +8,6 @@ package mirror
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -220,6 +219,3 @@ func clientName(r *http.Request) string {
 	}
 	return r.TLS.PeerCertificates[0].Subject.CommonName
 }
-
-// errNotNode rejects a client certificate that is not a node's.
-var errNotNode = errors.New("client certificate is not a node's (want O=system:nodes, CN=system:node:<name>)")

@@ -3,6 +3,7 @@ package mirror
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -88,6 +89,9 @@ func ServerTLS(f TLSFiles) *tls.Config {
 		},
 	}
 }
+
+// errNotNode rejects a client certificate that is not a node's.
+var errNotNode = errors.New("client certificate is not a node's (want O=system:nodes, CN=system:node:<name>)")
 
 // verifyNodeClient accepts only node client certificates (the chain itself
 // was verified against the client CA already).
