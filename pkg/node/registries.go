@@ -157,9 +157,11 @@ func (r *Registries) hostsTOML(host string, peers PeerMirrors) string {
 		u, _ := url.Parse(e)
 		writeHostSettings(&b, section, r.Configs[u.Host])
 	}
+	peerTLS := RegistryConfig{CAFile: peers.CAFile, CertFile: peers.CertFile, KeyFile: peers.CertFile}
 	for _, e := range peers.Endpoints {
-		fmt.Fprintf(&b, "\n[host.%s]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = %s\n  client = [[%s, %s]]\n  dial_timeout = %s\n",
-			strconv.Quote(e), strconv.Quote(peers.CAFile), strconv.Quote(peers.CertFile), strconv.Quote(peers.CertFile), strconv.Quote(peerDialTimeout))
+		section := "host." + strconv.Quote(e)
+		b.WriteString("\n[" + section + "]\n  capabilities = [\"pull\", \"resolve\"]\n  dial_timeout = " + strconv.Quote(peerDialTimeout) + "\n")
+		writeHostSettings(&b, section, peerTLS)
 	}
 	return b.String()
 }
