@@ -14,6 +14,7 @@ import (
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/joinnode"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/node"
 	"github.com/vcluster-standalone/vcluster-standalone/systemd"
 )
@@ -95,10 +96,10 @@ come from ` + envServer + `, ` + envToken + ` and ` + envHashes + ` (comma-separ
 			return err
 		}
 		// Start the service only once this binary can run it (node runtime).
-		j := &join.NodeJoin{
+		j := &joinnode.NodeJoin{
 			Node: node, ConfigFile: configFile, UnitDir: unitDir, Unit: unit,
 			Token: token, CACertHashes: hashes,
-			Services:      join.Systemctl{Path: systemctl},
+			Services:      joinnode.Systemctl{Path: systemctl},
 			Start:         !noStart && hasRun(cmd.Root()),
 			SignatureWait: 5 * time.Second, ConnectTimeout: 30 * time.Second, ApprovalTimeout: timeout,
 			Out: cmd.OutOrStdout(),

@@ -12,7 +12,7 @@ import (
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/controlplane"
-	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/joinserver"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
 )
 
@@ -58,7 +58,7 @@ func newTokenCreateCommand(env tokenEnv) *cobra.Command {
   vcluster-standalone token create --print-join-args   # install.sh --join flags only`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			d, err := join.ParseTTL(ttl)
+			d, err := joinserver.ParseTTL(ttl)
 			if err != nil {
 				return err
 			}
@@ -67,11 +67,11 @@ func newTokenCreateCommand(env tokenEnv) *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
-			token, err := join.CreateToken(ctx, client, join.TokenSpec{TTL: d, Description: description})
+			token, err := joinserver.CreateToken(ctx, client, joinserver.TokenSpec{TTL: d, Description: description})
 			if err != nil {
 				return err
 			}
-			line, err := join.LoadJoinLine(ctx, client, token, c.JoinPort, controlplane.Paths{DataDir: c.DataDir}.Cert(pki.JoinEndpoint))
+			line, err := joinserver.LoadJoinLine(ctx, client, token, c.JoinPort, controlplane.Paths{DataDir: c.DataDir}.Cert(pki.JoinEndpoint))
 			if err != nil {
 				return err
 			}
@@ -90,7 +90,7 @@ func newTokenCreateCommand(env tokenEnv) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&ttl, "ttl", join.DefaultTokenTTL.String(), "how long the token is valid, e.g. 24h or 30m; 0 never expires")
+	cmd.Flags().StringVar(&ttl, "ttl", joinserver.DefaultTokenTTL.String(), "how long the token is valid, e.g. 24h or 30m; 0 never expires")
 	cmd.Flags().StringVar(&description, "description", "", "what the token is for, shown by token list")
 	cmd.Flags().BoolVar(&printJoinArgs, "print-join-args", false, "print only install.sh's join flags (--join, --token, --ca-cert-hash) on one line")
 	return cmd
@@ -106,7 +106,7 @@ func newTokenListCommand(env tokenEnv) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			tokens, err := join.ListTokens(cmd.Context(), client)
+			tokens, err := joinserver.ListTokens(cmd.Context(), client)
 			if err != nil {
 				return err
 			}
@@ -137,7 +137,7 @@ func newTokenDeleteCommand(env tokenEnv) *cobra.Command {
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, ids []string) error {
 			for _, id := range ids {
-				if err := join.ValidateTokenID(strings.SplitN(id, ".", 2)[0]); err != nil {
+				if err := joinserver.ValidateTokenID(strings.SplitN(id, ".", 2)[0]); err != nil {
 					return err
 				}
 			}
@@ -146,7 +146,7 @@ func newTokenDeleteCommand(env tokenEnv) *cobra.Command {
 				return err
 			}
 			for _, id := range ids {
-				if err := join.DeleteToken(cmd.Context(), client, id); err != nil {
+				if err := joinserver.DeleteToken(cmd.Context(), client, id); err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "token %s deleted\n", strings.SplitN(id, ".", 2)[0])

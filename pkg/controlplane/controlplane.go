@@ -21,7 +21,7 @@ import (
 	"github.com/vcluster-standalone/vcluster-standalone/packaging"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/component"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
-	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/joinserver"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
 )
 
@@ -191,7 +191,9 @@ func newComponents(c *config.ControlPlane, paths Paths, bundle *pki.Bundle, prog
 		&bootstrapObjects{kubeconfig: paths.Kubeconfig("super-admin")},
 	}
 	components = append(components, joinComponents(c, paths, superAdmin)...)
-	return append(components, nodeComponents(c, paths, bundle, superAdmin, progress)...), nil
+	components = append(components, nodeComponents(c, paths, bundle, superAdmin, progress)...)
+	// Last: it records the others' command lines after their Init.
+	return append(components, &component.ArgsRecorder{Components: components, Path: paths.EffectiveArgsFile(), Write: pki.WriteFileAtomic, Log: progress}), nil
 }
 
 // joinComponents serve joining nodes: RBAC and cluster-info, the kubelet
@@ -199,13 +201,13 @@ func newComponents(c *config.ControlPlane, paths Paths, bundle *pki.Bundle, prog
 func joinComponents(c *config.ControlPlane, paths Paths, superAdmin *rest.Config) []component.Component {
 	client := func() (kubernetes.Interface, error) { return kubernetes.NewForConfig(superAdmin) }
 	return []component.Component{
-		&join.ClusterObjects{Client: client, Server: "https://" + net.JoinHostPort(c.AdvertiseAddress, strconv.Itoa(c.APIPort)), CAFile: paths.Cert(pki.ClusterCA)},
-		&join.ServingApprover{Client: client},
-		&join.Endpoint{
+		&joinserver.ClusterObjects{Client: client, Server: "https://" + net.JoinHostPort(c.AdvertiseAddress, strconv.Itoa(c.APIPort)), CAFile: paths.Cert(pki.ClusterCA)},
+		&joinserver.ServingApprover{Client: client},
+		&joinserver.Endpoint{
 			// Listens where the API server does; join lines name the advertise address.
 			Addr:     net.JoinHostPort(c.BindAddress, strconv.Itoa(c.JoinPort)),
 			CertFile: paths.Cert(pki.JoinEndpoint), KeyFile: paths.Key(pki.JoinEndpoint),
-			InstallScript: packaging.InstallScript, NodeAgent: join.NodeAgentBesideExecutable(),
+			InstallScript: packaging.InstallScript, NodeAgent: joinserver.NodeAgentBesideExecutable(),
 		},
 	}
 }

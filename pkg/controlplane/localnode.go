@@ -16,6 +16,7 @@ import (
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/nodecreds"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
 	"github.com/vcluster-standalone/vcluster-standalone/systemd"
 )
@@ -85,7 +86,7 @@ func (l *localNode) servers() []string {
 
 func (l *localNode) Start(context.Context) error {
 	n := l.node
-	files := join.NodeFiles{ConfigFile: l.cfg.LocalNode.ConfigFile, UnitDir: l.cfg.LocalNode.UnitDir}
+	files := nodecreds.NodeFiles{ConfigFile: l.cfg.LocalNode.ConfigFile, UnitDir: l.cfg.LocalNode.UnitDir}
 	unit, err := systemd.Unit(join.NodeUnit)
 	if err != nil {
 		return err
@@ -106,7 +107,7 @@ func (l *localNode) Start(context.Context) error {
 		return err
 	}
 	ca := pki.EncodeCert(l.bundle.CAs[pki.ClusterCA].Cert)
-	certFile, err := join.WriteNodeFiles(n, files, ca, cert)
+	certFile, err := nodecreds.WriteNodeFiles(n, files, ca, cert)
 	if err != nil {
 		return fmt.Errorf("%w (joinNode: run as root, set the localNode paths, or start with --join-node=false to run no node on this host)", err)
 	}
@@ -118,18 +119,12 @@ func (l *localNode) Start(context.Context) error {
 // config, the kubeconfig and a client certificate of the current cluster CA
 // for this node are all in place.
 func (l *localNode) unusable() error {
-	n := l.node
-	for _, f := range []string{l.cfg.LocalNode.ConfigFile, n.KubeletKubeconfig()} {
-		if _, err := os.Stat(f); err != nil {
-			return err
-		}
-	}
-	_, err := join.LoadKubeletClientCert(n.PKIDir(), l.paths.Cert(pki.ClusterCA), n.NodeName, l.now())
+	_, err := nodecreds.Check(l.node, l.cfg.LocalNode.ConfigFile, l.paths.Cert(pki.ClusterCA), l.now())
 	return err
 }
 
 // issue signs a kubelet client certificate for the node with the cluster CA.
-func (l *localNode) issue() (*join.KubeletClientCert, error) {
+func (l *localNode) issue() (*nodecreds.KubeletClientCert, error) {
 	spec := pki.CertSpec{
 		Name: "local-node-kubelet-client", CA: pki.ClusterCA,
 		CommonName: join.NodeUserPrefix + l.node.NodeName, Organizations: []string{join.NodesGroup},
@@ -143,10 +138,10 @@ func (l *localNode) issue() (*join.KubeletClientCert, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &join.KubeletClientCert{CertPEM: certPEM, KeyPEM: keyPEM, Cert: certs[0]}, nil
+	return &nodecreds.KubeletClientCert{CertPEM: certPEM, KeyPEM: keyPEM, Cert: certs[0]}, nil
 }
 
-func writeUnitIfChanged(f join.NodeFiles) error {
+func writeUnitIfChanged(f nodecreds.NodeFiles) error {
 	if err := os.MkdirAll(f.UnitDir, 0o755); err != nil {
 		return fmt.Errorf("failed to create %s: %v", f.UnitDir, err)
 	}

@@ -13,7 +13,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
-	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/nodecreds"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
 )
 
@@ -81,7 +81,7 @@ func TestLocalNodeWritesTheJoinLayout(t *testing.T) {
 	if target, err := os.Readlink(n.KubeletClientCertFile()); err != nil || filepath.Base(target) != filepath.Base(pems[0]) {
 		t.Errorf("current symlink -> %q %v", target, err)
 	}
-	if _, err := join.LoadKubeletClientCert(n.PKIDir(), n.CAFile(), "cp-host", time.Now()); err != nil {
+	if _, err := nodecreds.LoadKubeletClientCert(n.PKIDir(), n.CAFile(), "cp-host", time.Now()); err != nil {
 		t.Errorf("client certificate: %v", err)
 	}
 	kc, err := clientcmd.LoadFromFile(n.KubeletKubeconfig())
@@ -118,7 +118,7 @@ func TestLocalNodeKeepsCredentials(t *testing.T) {
 	if renamed.NodeName() != "renamed" {
 		t.Fatalf("node name %q, want the file's", renamed.NodeName())
 	}
-	if _, err := join.LoadKubeletClientCert(n.PKIDir(), n.CAFile(), "renamed", time.Now()); err != nil {
+	if _, err := nodecreds.LoadKubeletClientCert(n.PKIDir(), n.CAFile(), "renamed", time.Now()); err != nil {
 		t.Errorf("a certificate for the new name must be issued: %v", err)
 	}
 }
@@ -130,7 +130,7 @@ func TestLocalNodeReissuesForAnotherCA(t *testing.T) {
 	fresh := newTestLocalNode(t)
 	fresh.cfg.LocalNode = l.cfg.LocalNode
 	fresh.run(t)
-	if _, err := join.LoadKubeletClientCert(l.node.PKIDir(), fresh.paths.Cert(pki.ClusterCA), "cp-host", time.Now()); err != nil {
+	if _, err := nodecreds.LoadKubeletClientCert(l.node.PKIDir(), fresh.paths.Cert(pki.ClusterCA), "cp-host", time.Now()); err != nil {
 		t.Fatalf("not reissued with the current CA: %v", err)
 	}
 }

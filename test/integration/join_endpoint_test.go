@@ -30,7 +30,7 @@ import (
 	"k8s.io/client-go/util/retry"
 
 	"github.com/vcluster-standalone/vcluster-standalone/packaging"
-	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/joinserver"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
 )
 
@@ -147,7 +147,7 @@ func TestJoinCertificateApproval(t *testing.T) {
 	bootstrap := requestCSR(t, bearerClient(t, cp, tok.token), "bootstrap", "system:node:node-c", certv1.KubeAPIServerClientKubeletSignerName, clientUsages, nil, nil)
 	renewal := requestCSR(t, nodeA, "renewal", "system:node:node-a", certv1.KubeAPIServerClientKubeletSignerName, clientUsages, nil, nil)
 	serving := requestCSR(t, nodeA, "serving", "system:node:node-a", certv1.KubeletServingSignerName, servingUsages, []string{"node-a"}, []net.IP{net.ParseIP("10.0.0.5")})
-	for name, reason := range map[string]string{bootstrap: "AutoApproved", renewal: "AutoApproved", serving: join.ReasonServingApproved} {
+	for name, reason := range map[string]string{bootstrap: "AutoApproved", renewal: "AutoApproved", serving: joinserver.ReasonServingApproved} {
 		mustPoll(t, 30*time.Second, "CSR "+name+" approved and signed", func(ctx context.Context) error {
 			c, err := admin.CertificatesV1().CertificateSigningRequests().Get(ctx, name, metav1.GetOptions{})
 			if err != nil {
@@ -182,11 +182,11 @@ func TestJoinCertificateApproval(t *testing.T) {
 				return err
 			}
 			for _, e := range events.Items {
-				if e.Reason == join.ReasonServingNotApproved && strings.Contains(e.Message, why) {
+				if e.Reason == joinserver.ReasonServingNotApproved && strings.Contains(e.Message, why) {
 					return nil
 				}
 			}
-			return fmt.Errorf("no %s Event containing %q among %d", join.ReasonServingNotApproved, why, len(events.Items))
+			return fmt.Errorf("no %s Event containing %q among %d", joinserver.ReasonServingNotApproved, why, len(events.Items))
 		})
 	}
 	time.Sleep(3 * time.Second) // approvers had time; none of these may be approved
@@ -205,7 +205,7 @@ func TestJoinCertificateApproval(t *testing.T) {
 		if strings.HasPrefix(why, "SANs 192.0.2.99") {
 			mustPoll(t, 30*time.Second, "CSR "+name+" approved after the Node changed", func(ctx context.Context) error {
 				c, err := admin.CertificatesV1().CertificateSigningRequests().Get(ctx, name, metav1.GetOptions{})
-				if err == nil && approvalReason(c) != join.ReasonServingApproved {
+				if err == nil && approvalReason(c) != joinserver.ReasonServingApproved {
 					err = fmt.Errorf("approval %q", approvalReason(c))
 				}
 				return err

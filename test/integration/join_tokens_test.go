@@ -21,6 +21,7 @@ import (
 	"k8s.io/cluster-bootstrap/token/jws"
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/joinserver"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
 )
 
@@ -180,7 +181,7 @@ func TestJoinObjectsRepaired(t *testing.T) {
 	cp.start()
 	ctx := context.Background()
 	admin := cp.client()
-	crb, err := admin.RbacV1().ClusterRoleBindings().Get(ctx, join.AutoApproveBinding, metav1.GetOptions{})
+	crb, err := admin.RbacV1().ClusterRoleBindings().Get(ctx, joinserver.AutoApproveBinding, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,16 +189,16 @@ func TestJoinObjectsRepaired(t *testing.T) {
 	if _, err := admin.RbacV1().ClusterRoleBindings().Update(ctx, crb, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := admin.RbacV1().RoleBindings("kube-public").Delete(ctx, join.ClusterInfoReaderRole, metav1.DeleteOptions{}); err != nil {
+	if err := admin.RbacV1().RoleBindings("kube-public").Delete(ctx, joinserver.ClusterInfoReaderRole, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	cp.stop()
 	cp.start()
-	crb, err = admin.RbacV1().ClusterRoleBindings().Get(ctx, join.AutoApproveBinding, metav1.GetOptions{})
+	crb, err = admin.RbacV1().ClusterRoleBindings().Get(ctx, joinserver.AutoApproveBinding, metav1.GetOptions{})
 	if err != nil || len(crb.Subjects) != 1 || crb.Subjects[0].Name != join.NodeBootstrapGroup {
 		t.Errorf("auto-approve binding not repaired: %v %+v", err, crb)
 	}
-	if _, err := admin.RbacV1().RoleBindings("kube-public").Get(ctx, join.ClusterInfoReaderRole, metav1.GetOptions{}); err != nil {
+	if _, err := admin.RbacV1().RoleBindings("kube-public").Get(ctx, joinserver.ClusterInfoReaderRole, metav1.GetOptions{}); err != nil {
 		t.Errorf("cluster-info reader binding not restored: %v", err)
 	}
 }

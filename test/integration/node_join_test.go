@@ -26,6 +26,7 @@ import (
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/joinnode"
 	"github.com/vcluster-standalone/vcluster-standalone/systemd"
 )
 
@@ -65,12 +66,12 @@ func (d njDirs) node(server, name string) *config.Node {
 	return n
 }
 
-func (jc *njCluster) nodeJoin(d njDirs, server, token, name string, services join.ServiceManager, pins ...string) *join.NodeJoin {
+func (jc *njCluster) nodeJoin(d njDirs, server, token, name string, services joinnode.ServiceManager, pins ...string) *joinnode.NodeJoin {
 	unit, _ := systemd.Unit(join.NodeUnit)
 	if len(pins) == 0 {
 		pins = []string{jc.pin}
 	}
-	return &join.NodeJoin{Node: d.node(server, name), ConfigFile: d.config, UnitDir: d.unitDir, Unit: unit,
+	return &joinnode.NodeJoin{Node: d.node(server, name), ConfigFile: d.config, UnitDir: d.unitDir, Unit: unit,
 		Token: token, CACertHashes: pins, Services: services, Start: false,
 		SignatureWait: 2 * time.Second, ConnectTimeout: 5 * time.Second, ApprovalTimeout: 60 * time.Second, Out: jc.log}
 }
@@ -283,12 +284,12 @@ func TestNodeJoin(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		// Control: the node may renew its own certificate (selfnodeclient).
-		if _, err := join.RequestKubeletClientCert(ctx, client, "node-a", []*x509.Certificate{jc.ca}); err != nil {
+		if _, err := joinnode.RequestKubeletClientCert(ctx, client, "node-a", []*x509.Certificate{jc.ca}); err != nil {
 			t.Fatalf("renewing its own certificate: %v", err)
 		}
 		short, cancel2 := context.WithTimeout(context.Background(), 8*time.Second)
 		defer cancel2()
-		_, err := join.RequestKubeletClientCert(short, client, "node-b", []*x509.Certificate{jc.ca})
+		_, err := joinnode.RequestKubeletClientCert(short, client, "node-b", []*x509.Certificate{jc.ca})
 		if err == nil {
 			t.Fatal("node-a obtained a certificate for system:node:node-b")
 		}

@@ -1,9 +1,10 @@
-package join
+package joinserver
 
 import (
 	"context"
 	"testing"
 
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
@@ -28,10 +29,10 @@ func TestEnsureClusterObjects(t *testing.T) {
 		t.Fatalf("cluster-info kubeconfig %v: %+v", err, cfg)
 	}
 	want := map[string][2]string{ // binding -> role, subject
-		BootstrapperBinding: {"system:node-bootstrapper", NodeBootstrapGroup},
-		AutoApproveBinding:  {"system:certificates.k8s.io:certificatesigningrequests:nodeclient", NodeBootstrapGroup},
+		BootstrapperBinding: {"system:node-bootstrapper", join.NodeBootstrapGroup},
+		AutoApproveBinding:  {"system:certificates.k8s.io:certificatesigningrequests:nodeclient", join.NodeBootstrapGroup},
 		AutoRenewBinding:    {"system:certificates.k8s.io:certificatesigningrequests:selfnodeclient", "system:nodes"},
-		GetNodesRole:        {GetNodesRole, NodeBootstrapGroup},
+		GetNodesRole:        {GetNodesRole, join.NodeBootstrapGroup},
 	}
 	for name, w := range want {
 		crb, err := client.RbacV1().ClusterRoleBindings().Get(ctx, name, metav1.GetOptions{})
@@ -62,7 +63,7 @@ func TestEnsureClusterObjects(t *testing.T) {
 		t.Fatal(err)
 	}
 	crb, _ = client.RbacV1().ClusterRoleBindings().Get(ctx, AutoApproveBinding, metav1.GetOptions{})
-	if len(crb.Subjects) != 1 || crb.Subjects[0].Name != NodeBootstrapGroup {
+	if len(crb.Subjects) != 1 || crb.Subjects[0].Name != join.NodeBootstrapGroup {
 		t.Errorf("subjects not repaired: %+v", crb.Subjects)
 	}
 	rb, _ = client.RbacV1().RoleBindings("kube-public").Get(ctx, ClusterInfoReaderRole, metav1.GetOptions{})

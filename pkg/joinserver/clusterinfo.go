@@ -1,4 +1,4 @@
-package join
+package joinserver
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"time"
 
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -63,10 +64,10 @@ func EnsureClusterObjects(ctx context.Context, client kubernetes.Interface, serv
 		}
 	}
 	for _, crb := range []*rbacv1.ClusterRoleBinding{
-		clusterRoleBinding(BootstrapperBinding, "system:node-bootstrapper", NodeBootstrapGroup),
-		clusterRoleBinding(AutoApproveBinding, nodeClientApprovalRole, NodeBootstrapGroup),
+		clusterRoleBinding(BootstrapperBinding, "system:node-bootstrapper", join.NodeBootstrapGroup),
+		clusterRoleBinding(AutoApproveBinding, nodeClientApprovalRole, join.NodeBootstrapGroup),
 		clusterRoleBinding(AutoRenewBinding, selfNodeClientRole, user.NodesGroup),
-		clusterRoleBinding(GetNodesRole, GetNodesRole, NodeBootstrapGroup),
+		clusterRoleBinding(GetNodesRole, GetNodesRole, join.NodeBootstrapGroup),
 	} {
 		if err := ensureClusterRoleBinding(ctx, client, crb); err != nil {
 			return err

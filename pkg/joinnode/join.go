@@ -1,4 +1,4 @@
-package join
+package joinnode
 
 import (
 	"context"
@@ -13,11 +13,9 @@ import (
 	"time"
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
-	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/nodecreds"
 )
-
-// NodeUnit is the systemd unit join installs and enables.
-const NodeUnit = "node-agent.service"
 
 // ServiceManager is the part of systemd join needs; Systemctl is the real one.
 type ServiceManager interface {
@@ -85,7 +83,7 @@ func (j *NodeJoin) Run(ctx context.Context) (*NodeJoinResult, error) {
 	if j.Now != nil {
 		now = j.Now
 	}
-	token, err := ParseBootstrapToken(j.Token)
+	token, err := join.ParseBootstrapToken(j.Token)
 	if err != nil {
 		return nil, err
 	}
@@ -128,7 +126,7 @@ func (j *NodeJoin) Run(ctx context.Context) (*NodeJoinResult, error) {
 		return nil, err
 	}
 	res.CSRName, res.Approval = cert.CSRName, time.Since(csrStart)
-	j.say("TLS bootstrap: CSR %s for %s%s approved and issued in %.2fs", cert.CSRName, NodeUserPrefix, j.Node.NodeName, res.Approval.Seconds())
+	j.say("TLS bootstrap: CSR %s for %s%s approved and issued in %.2fs", cert.CSRName, join.NodeUserPrefix, j.Node.NodeName, res.Approval.Seconds())
 
 	if err := j.writeFiles(cluster, cert); err != nil {
 		return nil, err
@@ -149,12 +147,9 @@ func (j *NodeJoin) alreadyJoined(now time.Time) (bool, error) {
 		return false, nil // nothing usable: join (again)
 	}
 	config.SetNodeDefaults(existing, nil)
-	cert, err := LoadKubeletClientCert(existing.PKIDir(), existing.CAFile(), existing.NodeName, now)
+	cert, err := nodecreds.Check(existing, j.ConfigFile, existing.CAFile(), now)
 	if err != nil {
 		return false, nil // half-finished or expired: join again
-	}
-	if _, err := os.Stat(existing.KubeletKubeconfig()); err != nil {
-		return false, nil
 	}
 	if existing.Server != j.Node.Server || existing.NodeName != j.Node.NodeName {
 		return false, fmt.Errorf("%w: this node already joined %s as %s; reset it (node-agent reset, or vcluster-standalone-uninstall.sh) before joining %s as %s",
@@ -167,66 +162,14 @@ func (j *NodeJoin) alreadyJoined(now time.Time) (bool, error) {
 
 // writeFiles writes the node's files (WriteNodeFiles) with what the join
 // discovered and was issued.
-func (j *NodeJoin) writeFiles(cluster *DiscoveredCluster, cert *KubeletClientCert) error {
-	files := NodeFiles{ConfigFile: j.ConfigFile, UnitDir: j.UnitDir, Unit: j.Unit}
-	certFile, err := WriteNodeFiles(j.Node, files, cluster.CAPEM, cert)
+func (j *NodeJoin) writeFiles(cluster *DiscoveredCluster, cert *nodecreds.KubeletClientCert) error {
+	files := nodecreds.NodeFiles{ConfigFile: j.ConfigFile, UnitDir: j.UnitDir, Unit: j.Unit}
+	certFile, err := nodecreds.WriteNodeFiles(j.Node, files, cluster.CAPEM, cert)
 	if err != nil {
 		return err
 	}
 	j.say("wrote %s, %s (0600), %s and %s", j.ConfigFile, certFile, j.Node.KubeletKubeconfig(), files.UnitPath())
 	return nil
-}
-
-// NodeFiles says where a node's config and systemd unit go.
-type NodeFiles struct {
-	ConfigFile string // the node config (/etc/node-agent/config.yaml)
-	UnitDir    string // where the unit is written (/etc/systemd/system)
-	Unit       []byte // the text of NodeUnit
-}
-
-// UnitPath is where the node-agent unit is written.
-func (f NodeFiles) UnitPath() string { return filepath.Join(f.UnitDir, NodeUnit) }
-
-// WriteNodeFiles writes a joined node's files: the cluster CA, the kubelet
-// client certificate (kubelet's rotating layout), the kubelet kubeconfig, the
-// unit and, last, the node config that marks the node as joined. Both
-// `node-agent join` and the control plane (for its own host) use it, so every
-// node has the same layout. It returns the client certificate's path.
-func WriteNodeFiles(n *config.Node, f NodeFiles, caPEM []byte, cert *KubeletClientCert) (string, error) {
-	if err := os.MkdirAll(n.DataDir, 0o700); err != nil {
-		return "", fmt.Errorf("failed to create %s: %v", n.DataDir, err)
-	}
-	if err := pki.WriteFileAtomic(n.CAFile(), caPEM, 0o644); err != nil {
-		return "", fmt.Errorf("failed to write %s: %v", n.CAFile(), err)
-	}
-	certFile, err := StoreKubeletClientCert(n.PKIDir(), cert)
-	if err != nil {
-		return "", err
-	}
-	kubeconfig, err := KubeletKubeconfig(n.Server, n.CAFile(), certFile)
-	if err != nil {
-		return "", err
-	}
-	if err := pki.WriteFileAtomic(n.KubeletKubeconfig(), kubeconfig, 0o600); err != nil {
-		return "", fmt.Errorf("failed to write %s: %v", n.KubeletKubeconfig(), err)
-	}
-	if err := os.MkdirAll(f.UnitDir, 0o755); err != nil {
-		return "", fmt.Errorf("failed to create %s: %v", f.UnitDir, err)
-	}
-	if err := pki.WriteIfChanged(f.UnitPath(), f.Unit, 0o644); err != nil {
-		return "", fmt.Errorf("failed to write %s: %v", f.UnitPath(), err)
-	}
-	data, err := config.MarshalNode(n)
-	if err != nil {
-		return "", err
-	}
-	if err := os.MkdirAll(filepath.Dir(f.ConfigFile), 0o755); err != nil {
-		return "", fmt.Errorf("failed to create %s: %v", filepath.Dir(f.ConfigFile), err)
-	}
-	if err := pki.WriteFileAtomic(f.ConfigFile, data, 0o644); err != nil {
-		return "", fmt.Errorf("failed to write %s: %v", f.ConfigFile, err)
-	}
-	return certFile, nil
 }
 
 func (j *NodeJoin) enable(ctx context.Context) error {
@@ -236,17 +179,17 @@ func (j *NodeJoin) enable(ctx context.Context) error {
 	if err := j.Services.DaemonReload(ctx); err != nil {
 		return err
 	}
-	if err := j.Services.Enable(ctx, NodeUnit); err != nil {
+	if err := j.Services.Enable(ctx, join.NodeUnit); err != nil {
 		return err
 	}
 	if !j.Start {
-		j.say("%s enabled; it starts at boot (not started now)", NodeUnit)
+		j.say("%s enabled; it starts at boot (not started now)", join.NodeUnit)
 		return nil
 	}
-	if err := j.Services.Start(ctx, NodeUnit); err != nil {
+	if err := j.Services.Start(ctx, join.NodeUnit); err != nil {
 		return err
 	}
-	j.say("%s enabled and started", NodeUnit)
+	j.say("%s enabled and started", join.NodeUnit)
 	return nil
 }
 

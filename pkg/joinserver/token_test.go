@@ -1,4 +1,4 @@
-package join
+package joinserver
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
@@ -54,7 +55,7 @@ func TestNewTokenSecretIsKubeadmFormat(t *testing.T) {
 	data := func(k string) string { return string(s.Data[k]) }
 	if data("token-id") != id || data("token-secret") != secret || data("description") != "rack 4" ||
 		data("usage-bootstrap-signing") != "true" || data("usage-bootstrap-authentication") != "true" ||
-		data("auth-extra-groups") != NodeBootstrapGroup {
+		data("auth-extra-groups") != join.NodeBootstrapGroup {
 		t.Fatalf("secret data %v", s.Data)
 	}
 	exp, err := time.Parse(time.RFC3339, data("expiration"))

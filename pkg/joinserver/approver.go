@@ -1,4 +1,4 @@
-package join
+package joinserver
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
 	certv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -30,8 +31,6 @@ import (
 )
 
 const (
-	nodeUserPrefix = "system:node:"
-	nodesGroup     = "system:nodes"
 	// ReasonServingApproved is the Approved condition's reason.
 	ReasonServingApproved = "ServingCertSANsMatchNode"
 	// ReasonServingNotApproved is the reason of the Event on a CSR left pending.
@@ -51,9 +50,9 @@ type ServingDecision struct {
 // Node's hostname and addresses.
 func DecideServingCSR(csr *certv1.CertificateSigningRequest, node *corev1.Node) ServingDecision {
 	deny := func(format string, a ...any) ServingDecision { return ServingDecision{Why: fmt.Sprintf(format, a...)} }
-	name, ok := strings.CutPrefix(csr.Spec.Username, nodeUserPrefix)
-	if !ok || name == "" || !slices.Contains(csr.Spec.Groups, nodesGroup) {
-		return deny("requester %q is not a node (system:node:<name> in group %s)", csr.Spec.Username, nodesGroup)
+	name, ok := strings.CutPrefix(csr.Spec.Username, join.NodeUserPrefix)
+	if !ok || name == "" || !slices.Contains(csr.Spec.Groups, join.NodesGroup) {
+		return deny("requester %q is not a node (system:node:<name> in group %s)", csr.Spec.Username, join.NodesGroup)
 	}
 	req, err := certificates.ParseCSR(csr.Spec.Request)
 	if err != nil {
@@ -171,7 +170,7 @@ func (a *ServingApprover) Start(context.Context) error {
 		}
 		csrs, _ := csrLister.List(labels.Everything())
 		for _, csr := range csrs {
-			if csr.Spec.Username == nodeUserPrefix+node.Name && isPendingServing(csr) {
+			if csr.Spec.Username == join.NodeUserPrefix+node.Name && isPendingServing(csr) {
 				queue.Add(csr.Name)
 			}
 		}
@@ -232,7 +231,7 @@ func (a *ServingApprover) handle(ctx context.Context, client kubernetes.Interfac
 		return err
 	}
 	var node *corev1.Node
-	if nodeName, ok := strings.CutPrefix(csr.Spec.Username, nodeUserPrefix); ok {
+	if nodeName, ok := strings.CutPrefix(csr.Spec.Username, join.NodeUserPrefix); ok {
 		if node, err = nodes.Get(nodeName); apierrors.IsNotFound(err) {
 			node = nil
 		} else if err != nil {

@@ -1,4 +1,4 @@
-package join
+package joinnode
 
 import (
 	"encoding/base64"

@@ -1,8 +1,7 @@
-// Package join holds both sides of joining a node: on the control plane the
-// bootstrap tokens, the cluster-info and RBAC objects nodes rely on, the join
-// endpoint and the kubelet serving-certificate approver; on the node,
-// discovery and TLS bootstrap.
-package join
+// Package joinserver is the control plane's side of joining a node: the
+// bootstrap tokens and join lines, the cluster-info and RBAC objects nodes
+// rely on, the join endpoint and the approvers of node certificates.
+package joinserver
 
 import (
 	"context"
@@ -11,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -20,11 +20,6 @@ import (
 	bootstraputil "k8s.io/cluster-bootstrap/token/util"
 	bootstraptokenv1 "k8s.io/kubernetes/cmd/kubeadm/app/apis/bootstraptoken/v1"
 )
-
-// NodeBootstrapGroup is the group every join token authenticates as, besides
-// system:bootstrappers. RBAC lets it create CSRs and have node client CSRs
-// approved automatically.
-const NodeBootstrapGroup = "system:bootstrappers:vcluster-standalone:default-node-token"
 
 // DefaultTokenTTL is how long a token lives unless --ttl says otherwise.
 const DefaultTokenTTL = 24 * time.Hour
@@ -90,7 +85,7 @@ func NewTokenSecret(spec TokenSpec) (string, *corev1.Secret, error) {
 		Description: spec.Description,
 		TTL:         &metav1.Duration{Duration: spec.TTL},
 		Usages:      TokenUsages,
-		Groups:      []string{NodeBootstrapGroup},
+		Groups:      []string{join.NodeBootstrapGroup},
 	}
 	secret := bootstraptokenv1.BootstrapTokenToSecret(bt)
 	secret.Labels = map[string]string{"app.kubernetes.io/managed-by": "vcluster-standalone"}

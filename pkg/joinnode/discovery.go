@@ -1,4 +1,4 @@
-package join
+package joinnode
 
 import (
 	"bytes"
@@ -15,42 +15,23 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/clientcmd"
 	certutil "k8s.io/client-go/util/cert"
 	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
 	"k8s.io/cluster-bootstrap/token/jws"
-	bootstraputil "k8s.io/cluster-bootstrap/token/util"
 	"k8s.io/kubernetes/cmd/kubeadm/app/util/pubkeypin"
 )
 
 // discoveryPath is the only request discovery makes, without credentials.
 const discoveryPath = "/api/v1/namespaces/kube-public/configmaps/" + bootstrapapi.ConfigMapClusterInfo
 
-// BootstrapToken is a parsed bootstrap token. String never reveals the secret.
-type BootstrapToken struct {
-	ID, Secret string
-}
-
-func (t BootstrapToken) String() string { return t.ID + ".<secret>" }
-
-// Full returns ID.SECRET, for the Authorization header only.
-func (t BootstrapToken) Full() string { return bootstraputil.TokenFromIDAndSecret(t.ID, t.Secret) }
-
-// ParseBootstrapToken checks the kubeadm token format without echoing the secret.
-func ParseBootstrapToken(s string) (BootstrapToken, error) {
-	if !bootstraputil.IsValidBootstrapToken(s) {
-		return BootstrapToken{}, fmt.Errorf("malformed token: a bootstrap token looks like abcdef.0123456789abcdef ([a-z0-9]{6}.[a-z0-9]{16}); copy it from `vcluster-standalone token create`")
-	}
-	id, secret, _ := strings.Cut(s, ".")
-	return BootstrapToken{ID: id, Secret: secret}, nil
-}
-
 // Discovery finds and authenticates the cluster before any credential is sent.
 type Discovery struct {
 	// Server is the API server URL given by the user.
 	Server string
-	Token  BootstrapToken
+	Token  join.BootstrapToken
 	// CACertHashes are the accepted CA pins (sha256:HEX); at least one.
 	CACertHashes []string
 	// SignatureWait is how long to wait for the token's signature to appear

@@ -1,4 +1,4 @@
-package join
+package joinnode
 
 import (
 	"context"
@@ -19,6 +19,8 @@ import (
 	certutil "k8s.io/client-go/util/cert"
 	"k8s.io/cluster-bootstrap/token/jws"
 
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/nodecreds"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
 )
 
@@ -58,7 +60,7 @@ func newFakeAPI(t *testing.T, caFromServer bool, sign func(kubeconfig string) ma
 		ca = other
 	}
 	f.caPEM = pki.EncodeCert(ca)
-	kubeconfig, err := KubeletKubeconfig(f.srv.URL, "/dev/null", "/dev/null")
+	kubeconfig, err := nodecreds.KubeletKubeconfig(f.srv.URL, "/dev/null", "/dev/null")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +93,7 @@ func signWith(token string) func(string) map[string]string {
 }
 
 func discover(f *fakeAPI, token string, pins ...string) (*DiscoveredCluster, error) {
-	tok, err := ParseBootstrapToken(token)
+	tok, err := join.ParseBootstrapToken(token)
 	if err != nil {
 		return nil, err
 	}
@@ -166,7 +168,7 @@ func TestDiscoveryWaitsForTheSignature(t *testing.T) {
 		}
 		return signed()
 	}
-	tok, _ := ParseBootstrapToken(testToken)
+	tok, _ := join.ParseBootstrapToken(testToken)
 	d := &Discovery{Server: f.srv.URL, Token: tok, CACertHashes: []string{f.pin()}, SignatureWait: 5 * time.Second}
 	if _, err := d.Discover(context.Background()); err != nil {
 		t.Fatal(err)
@@ -174,7 +176,7 @@ func TestDiscoveryWaitsForTheSignature(t *testing.T) {
 }
 
 func TestDiscoveryUnreachable(t *testing.T) {
-	tok, _ := ParseBootstrapToken(testToken)
+	tok, _ := join.ParseBootstrapToken(testToken)
 	d := &Discovery{Server: "https://127.0.0.1:1", Token: tok, CACertHashes: []string{"sha256:" + strings.Repeat("0", 64)}}
 	_, err := d.Discover(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "cannot reach the API server") {
@@ -187,12 +189,12 @@ func TestDiscoveryUnreachable(t *testing.T) {
 }
 
 func TestTokenNeverPrinted(t *testing.T) {
-	tok, err := ParseBootstrapToken(testToken)
+	tok, err := join.ParseBootstrapToken(testToken)
 	if err != nil || tok.String() != "k7x2p9.<secret>" || tok.Full() != testToken {
 		t.Fatalf("%v %s %s", err, tok, tok.Full())
 	}
 	for _, bad := range []string{"", "K7X2P9.4f8d1c0b6a2e9f3d", "k7x2p9.4f8d1c0b6a2e9f3", "k7x2p94f8d1c0b6a2e9f3d"} {
-		if _, err := ParseBootstrapToken(bad); err == nil || (bad != "" && strings.Contains(err.Error(), bad)) {
+		if _, err := join.ParseBootstrapToken(bad); err == nil || (bad != "" && strings.Contains(err.Error(), bad)) {
 			t.Errorf("%q: %v", bad, err)
 		}
 	}
@@ -218,7 +220,7 @@ func (f *fakeAPI) assertNoCredentials(t *testing.T) {
 
 func TestDiscoveryServerNameNotInCertificate(t *testing.T) {
 	f := newFakeAPI(t, true, signWith(testToken))
-	tok, _ := ParseBootstrapToken(testToken)
+	tok, _ := join.ParseBootstrapToken(testToken)
 	d := &Discovery{Server: strings.Replace(f.srv.URL, "127.0.0.1", "localhost", 1), Token: tok, CACertHashes: []string{f.pin()}}
 	_, err := d.Discover(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "certificate is not valid for localhost (it names ") {
