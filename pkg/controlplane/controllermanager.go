@@ -8,6 +8,7 @@ import (
 	"k8s.io/kubernetes/cmd/kube-controller-manager/app/options"
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
 )
 
 // controllerManagerArgs are our defaults for kube-controller-manager.
@@ -22,21 +23,32 @@ func controllerManagerArgs(c *config.ControlPlane, p Paths) map[string]string {
 		"tls-private-key-file":      p.Key("controller-manager-server"),
 		// The API server is local: client-side throttling only slows the
 		// start, where every controller creates its service account and token.
-		"kube-api-qps":                     "200",
-		"kube-api-burst":                   "400",
-		"secure-port":                      strconv.Itoa(c.Ports.ControllerManager),
-		"client-ca-file":                   p.Cert("ca"),
-		"requestheader-client-ca-file":     p.Cert("front-proxy-ca"),
-		"cluster-signing-cert-file":        p.Cert("ca"),
-		"cluster-signing-key-file":         p.Key("ca"),
-		"root-ca-file":                     p.Cert("ca"),
-		"service-account-private-key-file": p.PKI() + "/sa.key",
-		"use-service-account-credentials":  "true",
-		"controllers":                      "*,bootstrapsigner,tokencleaner",
-		"allocate-node-cidrs":              "true",
-		"cluster-cidr":                     c.Network.PodCIDR,
-		"service-cluster-ip-range":         c.Network.ServiceCIDR,
-		"node-cidr-mask-size":              "24",
+		"kube-api-qps":                 "200",
+		"kube-api-burst":               "400",
+		"secure-port":                  strconv.Itoa(c.Ports.ControllerManager),
+		"client-ca-file":               p.Cert("ca"),
+		"requestheader-client-ca-file": p.Cert("front-proxy-ca"),
+		// One signer per CA: kubelet serving certificates come from their own
+		// CA, so no CSR a node gets approved can yield a certificate the
+		// cluster CA's relying parties (pods, kubelets, API clients) accept
+		// for another name. Upstream then wants every signer set explicitly.
+		"cluster-signing-kubelet-serving-cert-file":       p.Cert(pki.KubeletServingCA),
+		"cluster-signing-kubelet-serving-key-file":        p.Key(pki.KubeletServingCA),
+		"cluster-signing-kubelet-client-cert-file":        p.Cert(pki.ClusterCA),
+		"cluster-signing-kubelet-client-key-file":         p.Key(pki.ClusterCA),
+		"cluster-signing-kube-apiserver-client-cert-file": p.Cert(pki.ClusterCA),
+		"cluster-signing-kube-apiserver-client-key-file":  p.Key(pki.ClusterCA),
+		"cluster-signing-legacy-unknown-cert-file":        p.Cert(pki.ClusterCA),
+		"cluster-signing-legacy-unknown-key-file":         p.Key(pki.ClusterCA),
+		"tls-cipher-suites":                               pki.CipherSuitesFlag(),
+		"root-ca-file":                                    p.Cert("ca"),
+		"service-account-private-key-file":                p.PKI() + "/sa.key",
+		"use-service-account-credentials":                 "true",
+		"controllers":                                     "*,bootstrapsigner,tokencleaner",
+		"allocate-node-cidrs":                             "true",
+		"cluster-cidr":                                    c.Network.PodCIDR,
+		"service-cluster-ip-range":                        c.Network.ServiceCIDR,
+		"node-cidr-mask-size":                             "24",
 		// One control plane: nothing to elect, and no lease round-trips at start.
 		"leader-elect": "false",
 		"profiling":    "false",

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
 )
@@ -55,6 +56,8 @@ func (e *etcd) Init(context.Context) error {
 		CertFile: e.paths.Cert("etcd/peer"), KeyFile: e.paths.Key("etcd/peer"),
 		TrustedCAFile: e.paths.Cert("etcd/ca"), ClientCertAuth: true,
 	}
+	cfg.CipherSuites = pki.CipherSuiteNames()
+	cfg.TlsMinVersion = "TLS1.2"
 	cfg.LogLevel = "warn"
 	// Left at zero, etcd logs every request as "expensive".
 	cfg.WarningUnaryRequestDuration = embed.DefaultWarningUnaryRequestDuration

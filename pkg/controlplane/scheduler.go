@@ -8,6 +8,7 @@ import (
 	"k8s.io/kubernetes/cmd/kube-scheduler/app/options"
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
 )
 
 // schedulerArgs are our defaults for kube-scheduler.
@@ -21,6 +22,7 @@ func schedulerArgs(c *config.ControlPlane, p Paths) map[string]string {
 		"tls-cert-file":             p.Cert("scheduler-server"),
 		"tls-private-key-file":      p.Key("scheduler-server"),
 		"secure-port":               strconv.Itoa(c.Ports.Scheduler),
+		"tls-cipher-suites":         pki.CipherSuitesFlag(),
 		"leader-elect":              "false",
 		"profiling":                 "false",
 	}

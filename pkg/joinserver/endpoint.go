@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
 	"k8s.io/klog/v2"
 )
 
@@ -115,9 +116,11 @@ func (e *Endpoint) Start(context.Context) error {
 		klog.InfoS("node-agent binary not found; the join endpoint answers 404 for it until it is installed", "path", e.NodeAgent)
 	}
 	e.failed = make(chan error, 1)
+	tlsConfig := pki.ServerTLSConfig()
+	tlsConfig.Certificates = []tls.Certificate{cert}
 	e.server = &http.Server{
 		Handler:           NewEndpointHandler(e.InstallScript, e.NodeAgent, time.Now()),
-		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+		TLSConfig:         tlsConfig,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       time.Minute,
 	}

@@ -20,6 +20,10 @@ const (
 	ClusterCA    = "ca"
 	FrontProxyCA = "front-proxy-ca"
 	EtcdCA       = "etcd/ca"
+	// KubeletServingCA signs only kubelet serving certificates: the API
+	// server verifies kubelets with it, and no certificate it signs is
+	// trusted by pods or by clients of the API server.
+	KubeletServingCA = "kubelet-serving-ca"
 )
 
 // JoinEndpoint is the leaf the join endpoint serves with.
@@ -61,7 +65,7 @@ type CertSpec struct {
 }
 
 // CAs lists every certificate authority.
-var CAs = []string{ClusterCA, FrontProxyCA, EtcdCA}
+var CAs = []string{ClusterCA, FrontProxyCA, EtcdCA, KubeletServingCA}
 
 // Leaves returns the table of leaf certificates for p.
 func Leaves(p Params) []CertSpec {

@@ -2,6 +2,7 @@ package pki
 
 import (
 	"crypto/sha256"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -274,4 +276,21 @@ func snapshot(t *testing.T, dir string) map[string]string {
 		return nil
 	})
 	return out
+}
+
+// Every suite a server offers under TLS 1.2 is AEAD with forward secrecy.
+func TestCipherSuitesAreAEADOnly(t *testing.T) {
+	insecure := map[uint16]bool{}
+	for _, s := range tls.InsecureCipherSuites() {
+		insecure[s.ID] = true
+	}
+	for _, id := range ServerTLSConfig().CipherSuites {
+		name := tls.CipherSuiteName(id)
+		if insecure[id] || !strings.HasPrefix(name, "TLS_ECDHE_") || strings.Contains(name, "CBC") || strings.HasSuffix(name, "_SHA") {
+			t.Errorf("%s is not an ECDHE AEAD suite", name)
+		}
+	}
+	if got := strings.Count(CipherSuitesFlag(), ",") + 1; got != len(CipherSuites) {
+		t.Fatalf("flag %q names %d suites, want %d", CipherSuitesFlag(), got, len(CipherSuites))
+	}
 }

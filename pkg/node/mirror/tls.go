@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
 )
 
 // TLSFiles are the files the mirror's server uses, re-read when they change
@@ -68,26 +70,24 @@ func ServerTLS(f TLSFiles) *tls.Config {
 		}
 		return p, nil
 	}}
-	return &tls.Config{
-		MinVersion: tls.VersionTLS12,
-		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
-			c, err := cert.get()
-			if err != nil {
-				return nil, fmt.Errorf("no serving certificate yet: %w", err)
-			}
-			p, err := pool.get()
-			if err != nil {
-				return nil, err
-			}
-			return &tls.Config{
-				MinVersion:       tls.VersionTLS12,
-				Certificates:     []tls.Certificate{*c},
-				ClientAuth:       tls.RequireAndVerifyClientCert,
-				ClientCAs:        p,
-				VerifyConnection: verifyNodeClient,
-			}, nil
-		},
+	outer := pki.ServerTLSConfig()
+	outer.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		c, err := cert.get()
+		if err != nil {
+			return nil, fmt.Errorf("no serving certificate yet: %w", err)
+		}
+		p, err := pool.get()
+		if err != nil {
+			return nil, err
+		}
+		inner := pki.ServerTLSConfig()
+		inner.Certificates = []tls.Certificate{*c}
+		inner.ClientAuth = tls.RequireAndVerifyClientCert
+		inner.ClientCAs = p
+		inner.VerifyConnection = verifyNodeClient
+		return inner, nil
 	}
+	return outer
 }
 
 // errNotNode rejects a client certificate that is not a node's.
