@@ -66,11 +66,20 @@ func TestControllerManagerArgs(t *testing.T) {
 	args := controllerManagerArgs(testConfig(), Paths{"/d"})
 	for k, v := range map[string]string{
 		"controllers": "*,bootstrapsigner,tokencleaner", "allocate-node-cidrs": "true", "cluster-cidr": "10.244.0.0/16",
-		"cluster-signing-cert-file": "/d/pki/ca.crt", "leader-elect": "false", "use-service-account-credentials": "true",
+		"leader-elect": "false", "use-service-account-credentials": "true",
+		// Serving certificates from their own CA, every client signer on the cluster CA.
+		"cluster-signing-kubelet-serving-cert-file":       "/d/pki/kubelet-serving-ca.crt",
+		"cluster-signing-kubelet-serving-key-file":        "/d/pki/kubelet-serving-ca.key",
+		"cluster-signing-kubelet-client-cert-file":        "/d/pki/ca.crt",
+		"cluster-signing-kube-apiserver-client-cert-file": "/d/pki/ca.crt",
+		"cluster-signing-legacy-unknown-cert-file":        "/d/pki/ca.crt",
 	} {
 		if args[k] != v {
 			t.Errorf("--%s=%q, want %q", k, args[k], v)
 		}
+	}
+	if _, ok := args["cluster-signing-cert-file"]; ok {
+		t.Error("--cluster-signing-cert-file would sign every signer with the cluster CA")
 	}
 }
 
