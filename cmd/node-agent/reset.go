@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/component"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/node"
@@ -93,19 +94,39 @@ func confirm(cmd *cobra.Command, question string) bool {
 
 func newStatusCommand() *cobra.Command {
 	var configFile string
+	var showArgs bool
 	cmd := &cobra.Command{
-		Use:   "status",
+		Use:   "status [--args [COMPONENT]]",
 		Short: "Check this node's parts: containerd, kubelet, kube-proxy, pod network, certificates, Node",
 		Long: `Check every part of the running node from the outside and print one line each.
-Exits non-zero when any part is not healthy or a certificate expires within 30 days.`,
-		Example: "  node-agent status",
-		Args:    cobra.NoArgs,
+Exits non-zero when any part is not healthy or a certificate expires within 30 days.
+
+With --args, print instead the command line the running kubelet and kube-proxy use,
+one line each as ` + "`<name> --flag=value ...`" + ` (the kubelet's --config names the
+KubeletConfiguration file node-agent writes), or only COMPONENT's: kubelet or
+kube-proxy. They run inside node-agent, so ps does not show them; this is what
+auditors and kube-bench read.`,
+		Example: `  node-agent status
+
+  # the kubelet's flags
+  node-agent status --args kubelet`,
+		Args: cobra.MaximumNArgs(1),
 	}
 	cmd.Flags().StringVar(&configFile, "config", envOr(envConfig, config.DefaultNodeConfigFile), "node config file written by join (env "+envConfig+")")
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+	cmd.Flags().BoolVar(&showArgs, "args", false, "print the effective command line of the kubelet and kube-proxy (or of COMPONENT)")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if len(args) > 0 && !showArgs {
+			return fmt.Errorf("unexpected argument %q: a component name goes with --args", args[0])
+		}
+		if err := component.CheckArgsName(strings.Join(args, ""), node.ArgsComponents); err != nil {
+			return err
+		}
 		n, errs := config.ResolveNode(configFile, true, nil, os.Hostname)
 		if len(errs) > 0 {
 			return joinLines(errs)
+		}
+		if showArgs {
+			return node.PrintEffectiveArgs(cmd.OutOrStdout(), n, strings.Join(args, ""))
 		}
 		return node.PrintStatus(cmd.OutOrStdout(), node.Status(cmd.Context(), n))
 	}

@@ -3,12 +3,14 @@ package main
 import (
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 	etcdversion "go.etcd.io/etcd/api/v3/version"
 
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/component"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/controlplane"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
@@ -17,18 +19,38 @@ import (
 
 func newStatusCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "status",
+		Use:   "status [--args [COMPONENT]]",
 		Short: "Show the health of each control-plane component and certificate expiry",
+		Long: `Show the health of each control-plane component and certificate expiry.
+
+With --args, print instead the command line each component of the running control
+plane uses, one line each as ` + "`<name> --flag=value ...`" + ` (etcd's configuration as the
+equivalent etcd flags), or only COMPONENT's: etcd, kube-apiserver,
+kube-controller-manager or kube-scheduler. The components run inside one process,
+so ps does not show them; this is what auditors and kube-bench read.`,
 		Example: `  vcluster-standalone status
-  vcluster-standalone status --data-dir /srv/cluster --api-port 7443`,
-		Args: cobra.NoArgs,
+  vcluster-standalone status --data-dir /srv/cluster --api-port 7443
+
+  # the flags kube-apiserver runs with
+  vcluster-standalone status --args kube-apiserver`,
+		Args: cobra.MaximumNArgs(1),
 	}
 	configPath := configPathFlag(cmd)
 	flags := config.AddFlags(cmd.Flags())
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+	showArgs := cmd.Flags().Bool("args", false, "print the effective command line of every component (or of COMPONENT)")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if len(args) > 0 && !*showArgs {
+			return fmt.Errorf("unexpected argument %q: a component name goes with --args", args[0])
+		}
+		if err := component.CheckArgsName(strings.Join(args, ""), controlplane.ArgsComponents); err != nil {
+			return err
+		}
 		c, err := resolveConfig(cmd, *configPath, flags)
 		if err != nil {
 			return err
+		}
+		if *showArgs {
+			return controlplane.PrintEffectiveArgs(cmd.OutOrStdout(), c, strings.Join(args, ""))
 		}
 		out := cmd.OutOrStdout()
 		unhealthy := 0

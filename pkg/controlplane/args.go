@@ -5,6 +5,8 @@ import (
 	"maps"
 	"slices"
 	"strings"
+
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/component"
 )
 
 // mergeArgs returns the final command line of a component: our defaults,
@@ -16,11 +18,7 @@ func mergeArgs(defaults, extra map[string]string) []string {
 		merged = map[string]string{}
 	}
 	maps.Copy(merged, extra)
-	args := make([]string, 0, len(merged))
-	for _, k := range slices.Sorted(maps.Keys(merged)) {
-		args = append(args, fmt.Sprintf("--%s=%s", k, merged[k]))
-	}
-	return args
+	return component.FormatFlags(merged)
 }
 
 // joinSorted renders a feature-gate map as Name=true,Other=false.

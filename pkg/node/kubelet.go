@@ -3,9 +3,11 @@ package node
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
+	"github.com/spf13/pflag"
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
 	kubeletapp "k8s.io/kubernetes/cmd/kubelet/app"
 	kubeletoptions "k8s.io/kubernetes/cmd/kubelet/app/options"
@@ -13,6 +15,7 @@ import (
 	"k8s.io/kubernetes/pkg/kubelet/kubeletconfig/configfiles"
 	utilfs "k8s.io/kubernetes/pkg/util/filesystem"
 
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/component"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
 )
@@ -27,6 +30,7 @@ type Kubelet struct {
 	settings config.ClusterSettings
 	host     Host
 
+	args   []string
 	server *kubeletoptions.KubeletServer
 	cancel context.CancelFunc
 	failed chan error
@@ -66,19 +70,41 @@ func (k *Kubelet) Init(ctx context.Context) error {
 	if err := kubeletvalidation.ValidateKubeletConfiguration(kc, utilfeature.DefaultFeatureGate); err != nil {
 		return fmt.Errorf("invalid kubelet configuration: %w", err)
 	}
+	// Parsed by the kubelet's own flag set, so what Args reports is exactly
+	// what the kubelet runs with.
 	flags := kubeletoptions.NewKubeletFlags()
-	flags.KubeConfig = k.node.KubeletKubeconfig()
-	flags.CertDirectory = k.node.PKIDir()
-	flags.RootDirectory = k.node.KubeletRoot()
-	flags.HostnameOverride = k.node.NodeName
-	flags.NodeIP = k.node.NodeIP
-	flags.KubeletConfigFile = k.ConfigFile()
+	fs := pflag.NewFlagSet("kubelet", pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	flags.AddFlags(fs)
+	k.args = component.FormatFlags(kubeletFlags(k.node, k.ConfigFile()))
+	if err := fs.Parse(k.args); err != nil {
+		return fmt.Errorf("invalid kubelet flags: %w", err)
+	}
 	if err := kubeletoptions.ValidateKubeletFlags(flags); err != nil {
 		return fmt.Errorf("invalid kubelet flags: %w", err)
 	}
 	k.server = &kubeletoptions.KubeletServer{KubeletFlags: *flags, KubeletConfiguration: *kc}
 	return nil
 }
+
+// kubeletFlags are the kubelet's command-line flags; all else is in its
+// config file.
+func kubeletFlags(n *config.Node, configFile string) map[string]string {
+	flags := map[string]string{
+		"kubeconfig":        n.KubeletKubeconfig(),
+		"cert-dir":          n.PKIDir(),
+		"root-dir":          n.KubeletRoot(),
+		"hostname-override": n.NodeName,
+		"config":            configFile,
+	}
+	if n.NodeIP != "" {
+		flags["node-ip"] = n.NodeIP
+	}
+	return flags
+}
+
+// Args is the kubelet's command line, known after Init.
+func (k *Kubelet) Args() []string { return k.args }
 
 // Start runs the kubelet; it returns at once while the kubelet works.
 func (k *Kubelet) Start(ctx context.Context) error {

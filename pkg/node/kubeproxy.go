@@ -13,6 +13,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/component"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
 )
@@ -74,7 +75,7 @@ func kubeProxyConfiguration(n *config.Node, s config.ClusterSettings, host Host)
 // Start runs kube-proxy's command in the background.
 func (p *KubeProxy) Start(context.Context) error {
 	cmd := proxyapp.NewProxyCommand()
-	cmd.SetArgs([]string{"--config", p.ConfigFile()})
+	cmd.SetArgs(p.Args())
 	go func() {
 		defer func() {
 			if r := recover(); r != nil {
@@ -85,6 +86,11 @@ func (p *KubeProxy) Start(context.Context) error {
 		p.failed <- fmt.Errorf("kube-proxy stopped: %v", err)
 	}()
 	return nil
+}
+
+// Args is kube-proxy's command line; all else is in its config file.
+func (p *KubeProxy) Args() []string {
+	return component.FormatFlags(map[string]string{"config": p.ConfigFile()})
 }
 
 func (p *KubeProxy) Failed() <-chan error { return p.failed }

@@ -14,6 +14,7 @@ import (
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/cni/network"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/component"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
 )
 
 // Options are what `node-agent run` passes in.
@@ -63,7 +64,7 @@ func Run(ctx context.Context, o Options) error {
 
 // components is the node, in start order.
 func components(o Options, cs kubernetes.Interface, s config.ClusterSettings, host Host) []component.Component {
-	return []component.Component{
+	parts := []component.Component{
 		NewContainerd(o.Node, host, o.Self, o.RegistriesFile, o.Logs),
 		NewImageImport(o.Node, o.Progress),
 		newMirror(o, cs),
@@ -72,6 +73,8 @@ func components(o Options, cs kubernetes.Interface, s config.ClusterSettings, ho
 		network.New(cs, o.Node, s),
 		NewNodeReady(cs, o.Node.NodeName),
 	}
+	// Last: it records the others' command lines after their Init.
+	return append(parts, &component.ArgsRecorder{Components: parts, Path: EffectiveArgsFile(o.Node), Write: pki.WriteFileAtomic, Log: o.Progress})
 }
 
 // NodeClient is a client with the node's own (kubelet) credential.
