@@ -143,7 +143,10 @@ func EncodeCert(cert *x509.Certificate) []byte {
 }
 
 // WriteFileAtomic writes data to a temporary file in the same directory and
-// renames it into place, so a crash never leaves a half-written file.
+// renames it into place, so a crash never leaves a half-written file. The
+// file and then its directory are synced: without the directory's fsync a
+// power cut can undo the rename, losing e.g. a new CA or the encryption key
+// while etcd already holds data that depends on it.
 func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
@@ -168,7 +171,24 @@ func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp.Name(), path)
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// syncDir makes a rename in dir durable; a variable so tests can see it
+// happens after the rename.
+var syncDir = func(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("failed to sync directory %s: %w", dir, err)
+	}
+	return nil
 }
 
 // sameIPs reports whether two IP lists hold the same addresses in any order.

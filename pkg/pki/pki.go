@@ -1,6 +1,10 @@
 package pki
 
 import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
@@ -37,6 +41,17 @@ const (
 	KubeletClientUser = "kube-apiserver-kubelet-client"
 )
 
+// The control plane's own controllers, each with its own client certificate
+// (leaf name = kubeconfig name) and only the rights it uses.
+const (
+	CSRApprover = "csr-approver" // approves kubelet client and serving CSRs
+	JoinObjects = "join-objects" // cluster-info and the RBAC of joining nodes
+	Addons      = "addons"       // node settings, CoreDNS, the local node's role
+)
+
+// ControllerUser is the user name a controller's certificate carries.
+func ControllerUser(name string) string { return "vcluster-standalone:" + name }
+
 var (
 	serverUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
 	clientUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
@@ -62,6 +77,10 @@ type CertSpec struct {
 	DNSNames      []string
 	IPs           []net.IP
 	Usages        []x509.ExtKeyUsage
+	// KeepKey makes renewals reuse the existing private key: the join
+	// endpoint's printed pin is of its public key, so it must outlive the
+	// certificate for every join line printed before a renewal to work.
+	KeepKey bool
 }
 
 // CAs lists every certificate authority.
@@ -98,6 +117,9 @@ func Leaves(p Params) []CertSpec {
 		{Name: "super-admin", CA: ClusterCA, CommonName: "vcluster-standalone-super-admin", Organizations: []string{SuperAdminGroup}, Usages: clientUsage},
 		{Name: "admin", CA: ClusterCA, CommonName: AdminUser, Organizations: []string{ClusterAdminGroup}, Usages: clientUsage},
 		{Name: "controller-manager", CA: ClusterCA, CommonName: "system:kube-controller-manager", Usages: clientUsage},
+		{Name: CSRApprover, CA: ClusterCA, CommonName: ControllerUser(CSRApprover), Usages: clientUsage},
+		{Name: JoinObjects, CA: ClusterCA, CommonName: ControllerUser(JoinObjects), Usages: clientUsage},
+		{Name: Addons, CA: ClusterCA, CommonName: ControllerUser(Addons), Usages: clientUsage},
 		{Name: "scheduler", CA: ClusterCA, CommonName: "system:kube-scheduler", Usages: clientUsage},
 		// Serving certs for the loopback health/metrics ports: issued here
 		// (ECDSA) instead of each component generating a self-signed RSA key
@@ -106,7 +128,7 @@ func Leaves(p Params) []CertSpec {
 		{Name: "scheduler-server", CA: ClusterCA, CommonName: "kube-scheduler", DNSNames: []string{"localhost"}, IPs: loopback, Usages: serverUsage},
 		// The join endpoint serves install.sh and node-agent; curl pins its
 		// public key (JoinEndpointPin), so it needs no CA the node trusts.
-		{Name: JoinEndpoint, CA: ClusterCA, CommonName: "vcluster-standalone-join", DNSNames: dedupe(joinDNS), IPs: dedupeIPs(joinIPs), Usages: serverUsage},
+		{Name: JoinEndpoint, CA: ClusterCA, CommonName: "vcluster-standalone-join", DNSNames: dedupe(joinDNS), IPs: dedupeIPs(joinIPs), Usages: serverUsage, KeepKey: true},
 	}
 }
 
@@ -158,14 +180,14 @@ func Ensure(p Params, now time.Time) (*Bundle, []Event, error) {
 		}
 		reason := "generated"
 		if ok {
-			reason = renewalReason(spec, kp.Cert, ca.Cert, now)
+			reason = renewalReason(spec, kp, ca.Cert, now)
 			if reason == "" {
 				b.Leaves[spec.Name] = kp
 				continue
 			}
 			reason = "renewed: " + reason
 		}
-		if kp, err = newLeaf(spec, ca, now); err != nil {
+		if kp, err = renewLeaf(spec, ca, b.Path(spec.Name, ".key"), now); err != nil {
 			return nil, nil, err
 		}
 		if err := writeKeyPair(b.Path(spec.Name, ""), kp); err != nil {
@@ -180,9 +202,43 @@ func Ensure(p Params, now time.Time) (*Bundle, []Event, error) {
 	return b, events, nil
 }
 
+// renewLeaf issues spec's certificate: for a fresh key, or, with KeepKey, for
+// the key already in keyFile when it is a usable one (even if its certificate
+// was lost).
+func renewLeaf(spec CertSpec, ca *KeyPair, keyFile string, now time.Time) (*KeyPair, error) {
+	if !spec.KeepKey {
+		return newLeaf(spec, ca, now)
+	}
+	key, err := keyutil.PrivateKeyFromFile(keyFile)
+	signer, ok := key.(crypto.Signer)
+	if err != nil || !ok || !usableKey(signer) {
+		return newLeaf(spec, ca, now)
+	}
+	cert, err := signLeaf(spec, signer, ca, now)
+	if err != nil {
+		return nil, fmt.Errorf("failed to sign %s: %w", spec.Name, err)
+	}
+	return &KeyPair{Cert: cert, Key: signer}, nil
+}
+
+// usableKey accepts the keys this package makes (ECDSA P-256) and RSA of at
+// least 2048 bits; anything weaker is replaced rather than kept.
+func usableKey(key crypto.Signer) bool {
+	switch k := key.(type) {
+	case *ecdsa.PrivateKey:
+		return k.Curve == elliptic.P256()
+	case *rsa.PrivateKey:
+		return k.N.BitLen() >= 2048
+	}
+	return false
+}
+
 // renewalReason returns why cert must be reissued, or "" if it is fine.
-func renewalReason(spec CertSpec, cert, ca *x509.Certificate, now time.Time) string {
+func renewalReason(spec CertSpec, kp *KeyPair, ca *x509.Certificate, now time.Time) string {
+	cert := kp.Cert
 	switch {
+	case !publicKeyMatches(cert, kp.Key):
+		return "certificate does not match its key"
 	case cert.CheckSignatureFrom(ca) != nil:
 		return "not signed by the current CA"
 	case cert.NotAfter.Sub(now) <= RenewalThreshold:
@@ -193,6 +249,12 @@ func renewalReason(spec CertSpec, cert, ca *x509.Certificate, now time.Time) str
 		return "SANs changed"
 	}
 	return ""
+}
+
+// publicKeyMatches reports whether cert is for key.
+func publicKeyMatches(cert *x509.Certificate, key crypto.Signer) bool {
+	pub, ok := cert.PublicKey.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && pub.Equal(key.Public())
 }
 
 // ensureServiceAccountKey creates sa.key/sa.pub, the token signing key pair.
