@@ -65,3 +65,19 @@ func TestJoinFlagErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestStatusArgsErrors(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"status", "--args", "kubelt"}, `unknown component "kubelt": one of kubelet, kube-proxy`},
+		{[]string{"status", "kubelet"}, `unexpected argument "kubelet": a component name goes with --args`},
+		{[]string{"status", "--args", "kubelet", "--config", t.TempDir() + "/none.yaml"}, "none.yaml"},
+	} {
+		_, err := execute(c.args...)
+		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%v: want one line containing %q, got %v", c.args, c.want, err)
+		}
+	}
+}

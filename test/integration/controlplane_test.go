@@ -86,6 +86,17 @@ func TestStartUseRestart(t *testing.T) {
 		}
 	}
 
+	// status --args prints what the running process parsed, one line each.
+	out, stderr, err = cp.run("status", "--args", "--config", cp.configFile)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if err != nil || len(lines) != 4 || !strings.HasPrefix(lines[0], "etcd --") || !strings.HasPrefix(lines[3], "kube-scheduler --") {
+		t.Fatalf("status --args: %v\n%s%s", err, out, stderr)
+	}
+	out, stderr, err = cp.run("status", "--args", "kube-apiserver", "--config", cp.configFile)
+	if err != nil || !strings.HasPrefix(out, "kube-apiserver ") || !strings.Contains(out, fmt.Sprintf(" --secure-port=%d ", cp.apiPort)) {
+		t.Fatalf("status --args kube-apiserver: %v\n%s%s", err, out, stderr)
+	}
+
 	out, stderr, err = cp.run("certs", "check", "--config", cp.configFile)
 	if err != nil || !strings.Contains(out, "apiserver-etcd-client") || strings.Contains(out, "missing") {
 		t.Fatalf("certs check: %v\n%s%s", err, out, stderr)
