@@ -81,6 +81,10 @@ func SetDefaults(c *ControlPlane, detectAddress func() (string, error)) {
 		join := true
 		c.JoinNode = &join
 	}
+	if c.JoinEndpoint == nil {
+		serve := true
+		c.JoinEndpoint = &serve
+	}
 	setString(&c.LocalNode.ConfigFile, DefaultNodeConfigFile)
 	setString(&c.LocalNode.DataDir, DefaultNodeDataDir)
 	setString(&c.LocalNode.UnitDir, DefaultUnitDir)

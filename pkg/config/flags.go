@@ -22,6 +22,7 @@ var controlPlaneFlags = []flagField{
 	{"bind-address", "address the API server listens on (default 0.0.0.0)", func(c *ControlPlane) any { return &c.BindAddress }},
 	{"api-port", "API server port (default 6443)", func(c *ControlPlane) any { return &c.APIPort }},
 	{"join-port", "join endpoint port, on the bind address: serves install.sh and node-agent to joining nodes (default 6444)", func(c *ControlPlane) any { return &c.JoinPort }},
+	{"join-endpoint", "serve install.sh and node-agent to joining nodes on --join-port (default true); false: nodes need node-agent installed by other means", func(c *ControlPlane) any { return &c.JoinEndpoint }},
 	{"data-dir", "directory for PKI, etcd data and generated files (default " + DefaultDataDir + ")", func(c *ControlPlane) any { return &c.DataDir }},
 	{"admin-kubeconfig", "where to write the admin kubeconfig (default " + DefaultAdminKubeconfig + ")", func(c *ControlPlane) any { return &c.AdminKubeconfig }},
 	{"pod-cidr", "pod network range (default " + DefaultPodCIDR + ")", func(c *ControlPlane) any { return &c.Network.PodCIDR }},

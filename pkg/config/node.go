@@ -162,6 +162,8 @@ func (n *Node) Validate() []error {
 	}
 	if !filepath.IsAbs(n.DataDir) {
 		add("dataDir", n.DataDir, "must be an absolute path")
+	} else if err := CheckDataDir("dataDir", n.DataDir); err != nil {
+		errs = append(errs, err)
 	}
 	if n.RegistryMirror != RegistryMirrorEnabled && n.RegistryMirror != RegistryMirrorDisabled {
 		add("registryMirror", n.RegistryMirror, "must be enabled or disabled")

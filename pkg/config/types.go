@@ -25,6 +25,10 @@ type ControlPlane struct {
 	// API server): it serves install.sh and the node-agent binary to joining
 	// nodes, which reach it on the advertise address.
 	JoinPort int `json:"joinPort,omitempty"`
+	// JoinEndpoint turns the join endpoint on (default) or off. Off, nothing
+	// listens on JoinPort and nodes join with node-agent installed by other
+	// means (`token create` then prints only the node-agent line).
+	JoinEndpoint *bool `json:"joinEndpoint,omitempty"`
 	// DataDir holds PKI, etcd data, generated component configs and logs.
 	DataDir string `json:"dataDir,omitempty"`
 	// AdminKubeconfig is where start writes an admin kubeconfig (0600) for
@@ -65,6 +69,9 @@ type LocalNodeConfig struct {
 
 // JoinsNode reports whether the control-plane host also runs workloads.
 func (c *ControlPlane) JoinsNode() bool { return c.JoinNode == nil || *c.JoinNode }
+
+// ServesJoinEndpoint reports whether the join endpoint runs.
+func (c *ControlPlane) ServesJoinEndpoint() bool { return c.JoinEndpoint == nil || *c.JoinEndpoint }
 
 // NetworkConfig holds the cluster's address ranges and DNS settings.
 type NetworkConfig struct {

@@ -44,6 +44,11 @@ func (c *ControlPlane) Validate() []error {
 			add(field, paths[field], "must be an absolute path")
 		}
 	}
+	for _, d := range [][2]string{{"dataDir", c.DataDir}, {"localNode.dataDir", c.LocalNode.DataDir}} {
+		if err := CheckDataDir(d[0], d[1]); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if c.LocalNode.DataDir == c.DataDir {
 		add("localNode.dataDir", c.LocalNode.DataDir, "must differ from dataDir: the node's files and the control plane's live apart")
 	}

@@ -12,17 +12,22 @@ import (
 
 // checkPorts fails when any port the control plane listens on is taken.
 func checkPorts(c *config.ControlPlane) error {
-	for _, p := range []struct {
+	type listenPort struct {
 		host, flag string
 		port       int
-	}{
+	}
+	ports := []listenPort{
 		{c.BindAddress, "api-port", c.APIPort},
-		{c.BindAddress, "join-port", c.JoinPort}, // the join endpoint listens where the API server does
 		{"127.0.0.1", "etcd-client-port", c.Ports.EtcdClient},
 		{"127.0.0.1", "etcd-peer-port", c.Ports.EtcdPeer},
 		{"127.0.0.1", "controller-manager-port", c.Ports.ControllerManager},
 		{"127.0.0.1", "scheduler-port", c.Ports.Scheduler},
-	} {
+	}
+	if c.ServesJoinEndpoint() {
+		// The join endpoint listens where the API server does.
+		ports = append(ports, listenPort{c.BindAddress, "join-port", c.JoinPort})
+	}
+	for _, p := range ports {
 		l, err := net.Listen("tcp", net.JoinHostPort(p.host, strconv.Itoa(p.port)))
 		if err != nil {
 			return fmt.Errorf("port %d on %s is not available (%s): stop what uses it or choose another with --%s", p.port, p.host, rootCause(err), p.flag)
