@@ -155,3 +155,9 @@ e2e: build images
 -include test/conformance/images/images.mk
 -include test/conformance/conformance.mk
 # ---- end of conformance block --------------------------------------------------
+
+# ---- CIS benchmark (owned by test/cis) -----------------------------------------
+# kube-bench v0.15.6 from its Go module, our config and transformed control files,
+# run on the lab's control plane and a private node (make cis).
+-include test/cis/cis.mk
+# ---- end of CIS benchmark block --------------------------------------------------
