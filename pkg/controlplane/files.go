@@ -48,8 +48,12 @@ plugins:
 }
 
 // auditPolicy records who changed what without logging secret contents and
-// skips the high-volume read-only noise of health checks and events.
-const auditPolicy = `apiVersion: audit.k8s.io/v1
+// skips the high-volume read-only noise of health checks and events. Request
+// bodies are kept only for writes to the built-in groups whose objects we
+// know carry no credentials; any other group (custom resources, aggregated
+// APIs) may hold a password or a token in a spec, so it is logged at
+// Metadata.
+var auditPolicy = `apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: [RequestReceived]
 rules:
@@ -72,8 +76,22 @@ rules:
     resources: [tokenreviews]
 - level: Request
   verbs: [create, update, patch, delete, deletecollection]
-- level: Metadata
+  resources:
+` + auditRequestGroups + `- level: Metadata
 `
+
+// auditRequestGroups are the built-in API groups whose writes are logged
+// with their request body.
+var auditRequestGroups = func() string {
+	var b strings.Builder
+	for _, g := range []string{"", "apps", "batch", "autoscaling", "policy", "rbac.authorization.k8s.io",
+		"networking.k8s.io", "storage.k8s.io", "scheduling.k8s.io", "node.k8s.io", "discovery.k8s.io",
+		"admissionregistration.k8s.io", "apiextensions.k8s.io", "apiregistration.k8s.io", "certificates.k8s.io",
+		"flowcontrol.apiserver.k8s.io", "resource.k8s.io", "events.k8s.io", "authorization.k8s.io"} {
+		fmt.Fprintf(&b, "  - group: %q\n", g)
+	}
+	return b.String()
+}()
 
 // encryptionConfig encrypts Secrets with secretbox (XSalsa20-Poly1305). When
 // encryption is turned off after having been on, identity writes first but the
