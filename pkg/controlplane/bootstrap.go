@@ -49,7 +49,7 @@ func (b *bootstrapObjects) Start(ctx context.Context) error {
 			return err
 		}
 	}
-	return nil
+	return ensureControllerGrants(ctx, client)
 }
 
 // Ready waits for the service-account controller to create default/default:

@@ -1,0 +1,138 @@
+package controlplane
+
+import (
+	"context"
+
+	certv1 "k8s.io/api/certificates/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/joinserver"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
+)
+
+// grant is one binding of a controller's rights: cluster-wide when
+// Namespace is empty, else only in that namespace.
+type grant struct {
+	Controller string // pki.CSRApprover, pki.JoinObjects or pki.Addons
+	Namespace  string
+	Rules      []rbacv1.PolicyRule
+}
+
+func rule(groups, resources, verbs []string, names ...string) rbacv1.PolicyRule {
+	return rbacv1.PolicyRule{APIGroups: groups, Resources: resources, Verbs: verbs, ResourceNames: names}
+}
+
+var (
+	core     = []string{""}
+	rbac     = []string{rbacv1.GroupName}
+	readOnly = []string{"get", "list", "watch"}
+	// ensure (apply.go) reads, creates and updates; a changed roleRef or a
+	// Service's immutable field is replaced, hence delete.
+	manage = []string{"get", "create", "update", "delete"}
+	events = []rbacv1.PolicyRule{
+		rule(core, []string{"events"}, []string{"create", "update", "patch"}),
+		rule([]string{"events.k8s.io"}, []string{"events"}, []string{"create", "update", "patch"}),
+	}
+)
+
+// joinBoundRoles are the ClusterRoles the join objects bind to bootstrap
+// tokens and nodes (pkg/joinserver, EnsureClusterObjects).
+var joinBoundRoles = []string{
+	"system:node-bootstrapper",
+	"system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+	joinserver.GetNodesRole,
+}
+
+// controllerGrants are the control plane controllers' rights. Only
+// bootstrapObjects runs as system:masters, to create these; RBAC's
+// escalation check then limits every controller to binding roles it is
+// allowed to bind (by name) or whose rights it holds itself.
+func controllerGrants() []grant {
+	return []grant{
+		{Controller: pki.CSRApprover, Rules: append([]rbacv1.PolicyRule{
+			rule([]string{certv1.GroupName}, []string{"certificatesigningrequests"}, readOnly),
+			rule([]string{certv1.GroupName}, []string{"certificatesigningrequests/approval"}, []string{"update"}),
+			rule([]string{certv1.GroupName}, []string{"signers"}, []string{"approve"},
+				certv1.KubeletServingSignerName, certv1.KubeAPIServerClientKubeletSignerName),
+			rule(core, []string{"nodes"}, readOnly),
+		}, events...)},
+		{Controller: pki.JoinObjects, Rules: []rbacv1.PolicyRule{
+			rule(rbac, []string{"clusterroles", "clusterrolebindings"}, manage),
+			rule(rbac, []string{"clusterroles"}, []string{"bind"}, joinBoundRoles...),
+			// The rights it hands to bootstrap tokens: it may grant them
+			// because it holds them.
+			rule(core, []string{"nodes"}, []string{"get"}),
+		}},
+		{Controller: pki.JoinObjects, Namespace: metav1.NamespacePublic, Rules: []rbacv1.PolicyRule{
+			rule(core, []string{"configmaps"}, manage),
+			rule(rbac, []string{"roles", "rolebindings"}, manage),
+		}},
+		{Controller: pki.Addons, Rules: append([]rbacv1.PolicyRule{
+			rule(rbac, []string{"clusterroles", "clusterrolebindings"}, manage),
+			rule(rbac, []string{"clusterroles"}, []string{"bind"}, "system:node-proxier"),
+			// The local node's role labels and taint (nodeRole), and what
+			// CoreDNS' ClusterRole grants, which it must hold to grant.
+			rule(core, []string{"nodes"}, []string{"get", "list", "watch", "update", "patch"}),
+			rule(core, []string{"endpoints", "services", "pods", "namespaces"}, []string{"list", "watch"}),
+			rule([]string{"discovery.k8s.io"}, []string{"endpointslices"}, []string{"list", "watch"}),
+		}, events...)},
+		{Controller: pki.Addons, Namespace: metav1.NamespaceSystem, Rules: []rbacv1.PolicyRule{
+			rule(core, []string{"configmaps", "serviceaccounts", "services"}, manage),
+			rule([]string{"apps"}, []string{"deployments"}, manage),
+			rule([]string{"policy"}, []string{"poddisruptionbudgets"}, manage),
+			rule(rbac, []string{"roles", "rolebindings"}, manage),
+		}},
+	}
+}
+
+// grantName names a grant's role and binding.
+func grantName(g grant) string {
+	if g.Namespace == "" {
+		return pki.ControllerUser(g.Controller)
+	}
+	return pki.ControllerUser(g.Controller) + ":" + g.Namespace
+}
+
+// ensureControllerGrants creates or restores each controller's ClusterRole
+// and its ClusterRoleBinding or, for a namespaced grant, RoleBinding.
+func ensureControllerGrants(ctx context.Context, client kubernetes.Interface) error {
+	for _, g := range controllerGrants() {
+		name := grantName(g)
+		role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: withManagedBy(nil)}, Rules: g.Rules}
+		if err := ensure(ctx, client.RbacV1().ClusterRoles(), "ClusterRole", role,
+			syncField(func(o *rbacv1.ClusterRole) *[]rbacv1.PolicyRule { return &o.Rules })); err != nil {
+			return err
+		}
+		subject := rbacv1.Subject{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: pki.ControllerUser(g.Controller)}
+		if g.Namespace == "" {
+			if err := createOrUpdateClusterRoleBinding(ctx, client, clusterRoleBinding(name, name, rbacv1.UserKind, subject.Name)); err != nil {
+				return err
+			}
+			continue
+		}
+		binding := &rbacv1.RoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: g.Namespace, Labels: withManagedBy(nil)},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: name},
+			Subjects:   []rbacv1.Subject{subject},
+		}
+		if err := ensure(ctx, client.RbacV1().RoleBindings(g.Namespace), "RoleBinding", binding,
+			syncField(func(o *rbacv1.RoleBinding) *[]rbacv1.Subject { return &o.Subjects })); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// controllerClient returns a client factory for a controller's kubeconfig.
+func controllerClient(paths Paths, controller string) func() (kubernetes.Interface, error) {
+	return func() (kubernetes.Interface, error) {
+		cfg, err := clientcmd.BuildConfigFromFlags("", paths.Kubeconfig(controller))
+		if err != nil {
+			return nil, err
+		}
+		return kubernetes.NewForConfig(cfg)
+	}
+}
