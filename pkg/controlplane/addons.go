@@ -8,7 +8,6 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/component"
@@ -19,8 +18,8 @@ import (
 // nodeComponents serve the cluster's nodes: their settings, kube-proxy's
 // rights and the CoreDNS addon; with joinNode also this host's own node
 // (its credentials, and its control-plane role once it registers).
-func nodeComponents(c *config.ControlPlane, paths Paths, bundle *pki.Bundle, superAdmin *rest.Config, progress io.Writer) []component.Component {
-	client := func() (kubernetes.Interface, error) { return kubernetes.NewForConfig(superAdmin) }
+func nodeComponents(c *config.ControlPlane, paths Paths, bundle *pki.Bundle, progress io.Writer) []component.Component {
+	client := controllerClient(paths, pki.Addons)
 	components := []component.Component{&clusterAddons{cfg: c, client: client}}
 	if !c.JoinsNode() {
 		return components

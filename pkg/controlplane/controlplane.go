@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
@@ -138,7 +137,7 @@ func LocalServer(c *config.ControlPlane) string {
 // whose content is unchanged are not touched.
 func writeGeneratedFiles(c *config.ControlPlane, paths Paths, bundle *pki.Bundle) error {
 	server := LocalServer(c)
-	for _, user := range []string{"super-admin", "admin", "controller-manager", "scheduler"} {
+	for _, user := range []string{"super-admin", "admin", "controller-manager", "scheduler", pki.CSRApprover, pki.JoinObjects, pki.Addons} {
 		kubeconfig, err := bundle.Kubeconfig(server, user)
 		if err != nil {
 			return err
@@ -175,10 +174,6 @@ func writeGeneratedFiles(c *config.ControlPlane, paths Paths, bundle *pki.Bundle
 // newComponents wires the control plane in start order.
 func newComponents(c *config.ControlPlane, paths Paths, bundle *pki.Bundle, progress io.Writer) ([]component.Component, error) {
 	encryption := fileExists(paths.Generated("encryption-config.yaml"))
-	superAdmin, err := clientcmd.BuildConfigFromFlags("", paths.Kubeconfig("super-admin"))
-	if err != nil {
-		return nil, err
-	}
 	health, err := healthProbes(c, paths)
 	if err != nil {
 		return nil, err
@@ -190,19 +185,18 @@ func newComponents(c *config.ControlPlane, paths Paths, bundle *pki.Bundle, prog
 		&scheduler{upstreamServer{args: mergeArgs(schedulerArgs(c, paths), c.ExtraArgs.Scheduler), health: health["kube-scheduler"], stopTimeout: 20 * time.Second}},
 		&bootstrapObjects{kubeconfig: paths.Kubeconfig("super-admin")},
 	}
-	components = append(components, joinComponents(c, paths, superAdmin)...)
-	components = append(components, nodeComponents(c, paths, bundle, superAdmin, progress)...)
+	components = append(components, joinComponents(c, paths)...)
+	components = append(components, nodeComponents(c, paths, bundle, progress)...)
 	// Last: it records the others' command lines after their Init.
 	return append(components, &component.ArgsRecorder{Components: components, Path: paths.EffectiveArgsFile(), Write: pki.WriteFileAtomic, Log: progress}), nil
 }
 
 // joinComponents serve joining nodes: RBAC and cluster-info, the kubelet
 // serving-CSR approver, and the join endpoint (install.sh, node-agent).
-func joinComponents(c *config.ControlPlane, paths Paths, superAdmin *rest.Config) []component.Component {
-	client := func() (kubernetes.Interface, error) { return kubernetes.NewForConfig(superAdmin) }
+func joinComponents(c *config.ControlPlane, paths Paths) []component.Component {
 	return []component.Component{
-		&joinserver.ClusterObjects{Client: client, Server: "https://" + net.JoinHostPort(c.AdvertiseAddress, strconv.Itoa(c.APIPort)), CAFile: paths.Cert(pki.ClusterCA)},
-		&joinserver.ServingApprover{Client: client},
+		&joinserver.ClusterObjects{Client: controllerClient(paths, pki.JoinObjects), Server: "https://" + net.JoinHostPort(c.AdvertiseAddress, strconv.Itoa(c.APIPort)), CAFile: paths.Cert(pki.ClusterCA)},
+		&joinserver.ServingApprover{Client: controllerClient(paths, pki.CSRApprover)},
 		&joinserver.Endpoint{
 			// Listens where the API server does; join lines name the advertise address.
 			Addr:     net.JoinHostPort(c.BindAddress, strconv.Itoa(c.JoinPort)),
