@@ -71,7 +71,7 @@ join_nodes() { # NODE...: (reset if joined,) paste the one-line join, time it to
 	local line token_id n t0
 	[ $# -gt 0 ] || return 0
 	line=$("$lab" exec lab-cp vcluster-standalone token create --ttl 30m --description "bench-node" | sed -n 's/^ *\(curl .*\)$/\1/p')
-	token_id=$(echo "$line" | sed -n 's/.*--token \([a-z0-9]*\)\..*/\1/p')
+	token_id=$(echo "$line" | sed -n 's/.*VCS_TOKEN=\([a-z0-9]*\)\..*/\1/p')
 	[ -n "$line" ] || { echo "bench-node: token create printed no one-line join" >&2; exit 1; }
 	for n in "$@"; do
 		if "$lab" exec "$n" test -e /etc/node-agent/config.yaml; then

@@ -23,7 +23,7 @@ import (
 // not put the token on a command line (visible in ps).
 const (
 	envServer = "NODE_AGENT_SERVER"
-	envToken  = "NODE_AGENT_TOKEN"
+	envToken  = join.NodeAgentTokenEnv
 	envHashes = "NODE_AGENT_CA_CERT_HASH"
 	envConfig = "NODE_AGENT_CONFIG"
 )
@@ -49,19 +49,22 @@ func newJoinCommand() *cobra.Command {
 
 The token is used only for step 2 and is never written to disk. On a node that already
 joined, join says so and changes nothing. --server, --token and --ca-cert-hash may also
-come from ` + envServer + `, ` + envToken + ` and ` + envHashes + ` (comma-separated).`,
+come from ` + envServer + `, ` + envToken + ` and ` + envHashes + ` (comma-separated).
+Prefer ` + envToken + ` to --token: a command line is readable by every local user (ps,
+/proc) for as long as join runs, including the wait for Ready; join removes ` + envToken + `
+from its environment before it starts anything, so no child process sees it either.`,
 		Example: `  # the line printed by ` + "`vcluster-standalone token create`" + `
-  node-agent join --server https://192.0.2.10:6443 --token abcdef.0123456789abcdef \
+  ` + envToken + `=abcdef.0123456789abcdef node-agent join --server https://192.0.2.10:6443 \
       --ca-cert-hash sha256:<64 hex>
 
   # during a CA rotation, accept either CA
-  node-agent join --server https://192.0.2.10:6443 --token abcdef.0123456789abcdef \
+  ` + envToken + `=abcdef.0123456789abcdef node-agent join --server https://192.0.2.10:6443 \
       --ca-cert-hash sha256:<old> --ca-cert-hash sha256:<new> --node-name worker-1`,
 		Args: cobra.NoArgs,
 	}
 	fs := cmd.Flags()
 	nodeFlags := config.AddNodeFlags(fs)
-	fs.StringVar(&token, "token", "", "bootstrap token ID.SECRET (env "+envToken+")")
+	fs.StringVar(&token, "token", "", "bootstrap token ID.SECRET; visible to local users in ps while join runs, prefer env "+envToken)
 	fs.StringArrayVar(&hashes, "ca-cert-hash", nil, "sha256:HEX pin of the cluster CA; repeatable (env "+envHashes+")")
 	fs.StringVar(&configFile, "config", envOr(envConfig, config.DefaultNodeConfigFile), "node config file to write (env "+envConfig+")")
 	fs.DurationVar(&timeout, "timeout", 2*time.Minute, "how long to wait for the certificate to be approved")
@@ -73,13 +76,14 @@ come from ` + envServer + `, ` + envToken + ` and ` + envHashes + ` (comma-separ
 	_ = fs.MarkHidden("systemctl")
 
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		// First, before anything runs a child process.
+		if envTokenValue := joinnode.TakeEnv(envToken); token == "" {
+			token = envTokenValue
+		}
 		if !fs.Changed("server") && os.Getenv(envServer) != "" {
 			if err := fs.Set("server", os.Getenv(envServer)); err != nil {
 				return err
 			}
-		}
-		if token == "" {
-			token = os.Getenv(envToken)
 		}
 		if len(hashes) == 0 && os.Getenv(envHashes) != "" {
 			hashes = strings.FieldsFunc(os.Getenv(envHashes), func(r rune) bool { return r == ',' || r == ' ' })

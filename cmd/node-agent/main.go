@@ -34,7 +34,7 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Example: `  # join with the line printed by ` + "`vcluster-standalone token create`" + `
-  node-agent join --server https://192.0.2.10:6443 --token abcdef.0123456789abcdef --ca-cert-hash sha256:<64 hex>`,
+  NODE_AGENT_TOKEN=abcdef.0123456789abcdef node-agent join --server https://192.0.2.10:6443 --ca-cert-hash sha256:<64 hex>`,
 	}
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.AddCommand(newJoinCommand(), newRunCommand(), newImagesCommand(), newStatusCommand(), newResetCommand(), newContainerdCommand(), newVersionCommand(), newUnitCommand())

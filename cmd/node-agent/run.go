@@ -49,6 +49,11 @@ READY=1 once the Node is Ready. Stopping leaves running containers alone.`,
 		if err != nil {
 			return fmt.Errorf("cannot find node-agent's own executable: %w", err)
 		}
+		// A data dir joined before the marker existed gets it now, so reset
+		// still removes it.
+		if ours, err := config.ClaimDataDir(n.DataDir, "pki"); err == nil && !ours {
+			fmt.Fprintf(os.Stderr, "data dir %s holds files node-agent did not make (no %s): reset will leave it\n", n.DataDir, config.DataDirMarker)
+		}
 		setLogVerbosity(verbosity)
 		notify := component.SystemdNotifier()
 		ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)

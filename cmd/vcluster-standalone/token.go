@@ -53,6 +53,12 @@ func newTokenCreateCommand(env tokenEnv) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "create",
 		Short: "Create a token and print the lines that join a node with it",
+		Long: `Create a bootstrap token and print the lines that join a machine with it: the
+node-agent join line and, unless the join endpoint is off (joinEndpoint: false), the
+one-line curl ... | sh install from this control plane. Both pass the token in the
+environment (NODE_AGENT_TOKEN, VCS_TOKEN), never as an argument, so other users of
+the machine cannot read it in ps while the join runs. --print-join-args prints
+install.sh's flags with --token, for scripts on machines without other users.`,
 		Example: `  vcluster-standalone token create
   vcluster-standalone token create --ttl 1h --description "rack 4"
   vcluster-standalone token create --print-join-args   # install.sh --join flags only`,
@@ -71,7 +77,11 @@ func newTokenCreateCommand(env tokenEnv) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			line, err := joinserver.LoadJoinLine(ctx, client, token, c.JoinPort, controlplane.Paths{DataDir: c.DataDir}.Cert(pki.JoinEndpoint))
+			endpointCert := ""
+			if c.ServesJoinEndpoint() {
+				endpointCert = controlplane.Paths{DataDir: c.DataDir}.Cert(pki.JoinEndpoint)
+			}
+			line, err := joinserver.LoadJoinLine(ctx, client, token, c.JoinPort, endpointCert)
 			if err != nil {
 				return err
 			}
@@ -84,9 +94,7 @@ func newTokenCreateCommand(env tokenEnv) *cobra.Command {
 			if d > 0 {
 				expiry = "expires in " + d.String()
 			}
-			fmt.Fprintf(out, "Token %s created (%s).\n\n", strings.SplitN(token, ".", 2)[0], expiry)
-			fmt.Fprintf(out, "Join a machine that has node-agent installed:\n\n  %s\n\n", line.NodeAgentCommand())
-			fmt.Fprintf(out, "Or install node-agent from this control plane and join, as root:\n\n  %s\n", line.CurlCommand())
+			fmt.Fprintf(out, "Token %s created (%s).\n\n%s", strings.SplitN(token, ".", 2)[0], expiry, line.Instructions())
 			return nil
 		},
 	}

@@ -7,6 +7,8 @@ import (
 	"os"
 	"strconv"
 
+	"k8s.io/klog/v2"
+
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
 )
 
@@ -61,6 +63,14 @@ func prepareDataDir(dir string) (removeIfNew func(), err error) {
 	if err := os.Chmod(dir, 0o700); err != nil {
 		removeIfNew()
 		return nil, fmt.Errorf("data dir %s: %s", dir, rootCause(err))
+	}
+	// Marked ours, uninstall may remove it; a directory that held other
+	// files before the first start is not marked and uninstall leaves it.
+	if ours, err := config.ClaimDataDir(dir, "pki"); err != nil {
+		removeIfNew()
+		return nil, fmt.Errorf("data dir %s: %s", dir, rootCause(err))
+	} else if !ours {
+		klog.InfoS("data dir holds files vcluster-standalone did not make; uninstall will leave it", "dir", dir, "marker", config.DataDirMarker)
 	}
 	return removeIfNew, nil
 }

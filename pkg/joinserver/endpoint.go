@@ -37,7 +37,9 @@ func NodeAgentBesideExecutable() string {
 
 // NewEndpointHandler serves exactly GET/HEAD of InstallScriptPath and
 // NodeAgentPath. Paths are compared as received, never cleaned or joined to
-// a directory, so no request can reach another file.
+// a directory, so no request can reach another file. A 404 says nothing
+// more: which paths exist and where node-agent lives on disk are not for
+// anyone who can reach the port.
 func NewEndpointHandler(installScript []byte, nodeAgent string, modTime time.Time) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var serve func()
@@ -53,7 +55,7 @@ func NewEndpointHandler(installScript []byte, nodeAgent string, modTime time.Tim
 			serve = func() { serveNodeAgent(w, r, nodeAgent) }
 		}
 		if serve == nil {
-			http.Error(w, "404 not found: this endpoint serves only "+InstallScriptPath+" and "+NodeAgentPath, http.StatusNotFound)
+			http.NotFound(w, r)
 			return
 		}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -68,13 +70,15 @@ func NewEndpointHandler(installScript []byte, nodeAgent string, modTime time.Tim
 func serveNodeAgent(w http.ResponseWriter, r *http.Request, path string) {
 	f, err := os.Open(path)
 	if err != nil {
-		http.Error(w, fmt.Sprintf("404 not found: node-agent is not installed beside vcluster-standalone on the control plane (expected %s)", path), http.StatusNotFound)
+		klog.InfoS("join endpoint: node-agent requested but not installed beside vcluster-standalone", "path", path, "client", r.RemoteAddr)
+		http.NotFound(w, r)
 		return
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil || !st.Mode().IsRegular() {
-		http.Error(w, fmt.Sprintf("404 not found: %s is not a regular file", path), http.StatusNotFound)
+		klog.InfoS("join endpoint: node-agent requested but not a regular file", "path", path, "client", r.RemoteAddr)
+		http.NotFound(w, r)
 		return
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")

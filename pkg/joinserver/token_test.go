@@ -117,19 +117,44 @@ func TestTokenRoundTrip(t *testing.T) {
 
 func TestJoinLineForms(t *testing.T) {
 	j := JoinLine{Host: "10.123.0.10", APIPort: 6443, JoinPort: 6444, Token: "abcdef.0123456789abcdef", CAHash: "sha256:00ff", EndpointPin: "sha256//AAA="}
-	if got, want := j.NodeAgentCommand(), "node-agent join --server https://10.123.0.10:6443 --token abcdef.0123456789abcdef --ca-cert-hash sha256:00ff"; got != want {
+	if got, want := j.NodeAgentCommand(), "NODE_AGENT_TOKEN=abcdef.0123456789abcdef node-agent join --server https://10.123.0.10:6443 --ca-cert-hash sha256:00ff"; got != want {
 		t.Errorf("node-agent form\n got %s\nwant %s", got, want)
 	}
 	joinArgs := "--join https://10.123.0.10:6443 --token abcdef.0123456789abcdef --ca-cert-hash sha256:00ff"
 	if got := j.JoinArgs(); got != joinArgs {
 		t.Errorf("join args\n got %s\nwant %s", got, joinArgs)
 	}
-	args := "--url https://10.123.0.10:6444/bin --pinned-pubkey 'sha256//AAA=' " + joinArgs
+	args := "--url https://10.123.0.10:6444/bin --pinned-pubkey 'sha256//AAA=' --join https://10.123.0.10:6443 --ca-cert-hash sha256:00ff"
 	if got := j.InstallArgs(); got != args {
 		t.Errorf("install args\n got %s\nwant %s", got, args)
 	}
-	if got, want := j.CurlCommand(), "curl -fsSk --pinnedpubkey 'sha256//AAA=' https://10.123.0.10:6444/install.sh | sh -s - "+args; got != want {
+	if got, want := j.CurlCommand(), "curl -fsSk --pinnedpubkey 'sha256//AAA=' https://10.123.0.10:6444/install.sh | VCS_TOKEN=abcdef.0123456789abcdef sh -s - "+args; got != want {
 		t.Errorf("curl form\n got %s\nwant %s", got, want)
+	}
+	// What a local user sees in ps: every command of both lines but the
+	// variable assignments, which the shell keeps out of argv.
+	for _, line := range []string{j.NodeAgentCommand(), j.CurlCommand()} {
+		for _, command := range strings.Split(line, "|") {
+			var argv []string
+			for _, word := range strings.Fields(command) {
+				if len(argv) == 0 && strings.Contains(word, "=") && !strings.HasPrefix(word, "-") {
+					continue // NAME=value before the command: its environment
+				}
+				argv = append(argv, word)
+			}
+			if strings.Contains(strings.Join(argv, " "), "0123456789abcdef") {
+				t.Errorf("the token secret is in the argv of %q", command)
+			}
+		}
+	}
+	if got := j.Instructions(); !strings.Contains(got, "\n  "+j.NodeAgentCommand()+"\n") || !strings.Contains(got, "\n  "+j.CurlCommand()+"\n") {
+		t.Errorf("instructions lack a line:\n%s", got)
+	}
+	// The join endpoint off: no curl line, and why.
+	off := j
+	off.EndpointPin = ""
+	if got := off.Instructions(); strings.Contains(got, "curl") || !strings.Contains(got, "join endpoint is off") || !strings.Contains(got, "\n  "+j.NodeAgentCommand()+"\n") {
+		t.Errorf("instructions with the endpoint off:\n%s", got)
 	}
 	v6 := JoinLine{Host: "fd00::1", APIPort: 6443, JoinPort: 6444}
 	if v6.APIServer() != "https://[fd00::1]:6443" {

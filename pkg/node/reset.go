@@ -250,12 +250,18 @@ func cleanupKubeProxy() error {
 }
 
 // removeFiles removes the data dir (emptying it when it is a mount point,
-// and keeping mount points below it), the run dir, kubelet's fixed log
-// dirs, shim sockets, and the config and unit join wrote.
+// and keeping mount points below it) if it is ours, the run dir, kubelet's
+// fixed log dirs, shim sockets, and the config and unit join wrote.
 func removeFiles(o ResetOptions) error {
 	mounts, _ := mountPoints()
 	var errs []error
-	for _, dir := range append([]string{o.Node.DataDir, config.RunDir}, kubeletFixedDirs...) {
+	dirs := append([]string{config.RunDir}, kubeletFixedDirs...)
+	if why := notOurDataDir(o.Node.DataDir); why != "" {
+		fmt.Fprintf(o.Progress, "left the data dir %s: %s\n", o.Node.DataDir, why)
+	} else {
+		dirs = append(dirs, o.Node.DataDir)
+	}
+	for _, dir := range dirs {
 		if err := removeKeepingMounts(dir, mounts); err != nil {
 			errs = append(errs, err)
 		}
@@ -285,6 +291,21 @@ func removeFiles(o ResetOptions) error {
 		_ = syscall.Rmdir(filepath.Dir(o.ConfigFile)) // only when nothing else (registries.yaml) is there
 	}
 	return errors.Join(errs...)
+}
+
+// notOurDataDir says why reset must not remove dir, or "" when it may: a
+// system directory never, another directory only with join's marker in it.
+func notOurDataDir(dir string) string {
+	if err := config.CheckDataDir("dataDir", dir); err != nil || !filepath.IsAbs(dir) {
+		return "it is not a directory of its own (/, a system directory or a relative path)"
+	}
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		return ""
+	}
+	if !config.OwnsDataDir(dir) {
+		return "node-agent did not make it (no " + config.DataDirMarker + " in it); remove it yourself if it is no longer needed"
+	}
+	return ""
 }
 
 // removeKeepingMounts removes path; a mount point at or below it is emptied

@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
 )
 
 // A fake cgroup tree: killCgroups must kill what the pod cgroups and the
@@ -81,5 +83,24 @@ func TestRemoveKeepingMounts(t *testing.T) {
 	}
 	if err := removeKeepingMounts(data, nil); err != nil {
 		t.Fatalf("second run: %v", err)
+	}
+}
+
+// TestResetRemovesOnlyOurDataDir: reset removes a data dir only with join's
+// marker in it, and never / or a system directory, whatever the config says.
+func TestResetRemovesOnlyOurDataDir(t *testing.T) {
+	root := t.TempDir()
+	ours := filepath.Join(root, "ours")
+	if _, err := config.ClaimDataDir(ours, "pki"); err != nil {
+		t.Fatal(err)
+	}
+	foreign := filepath.Join(root, "foreign")
+	os.MkdirAll(foreign, 0o755)
+	os.WriteFile(filepath.Join(foreign, "notes"), []byte("x"), 0o644)
+	for dir, wantRemoved := range map[string]bool{ours: true, filepath.Join(root, "gone"): true, foreign: false, "/": false, "/var": false, "/usr/": false, "relative": false} {
+		why := notOurDataDir(dir)
+		if (why == "") != wantRemoved {
+			t.Errorf("%s: removed %v (%q), want %v", dir, why == "", why, wantRemoved)
+		}
 	}
 }

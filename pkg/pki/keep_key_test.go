@@ -2,9 +2,9 @@ package pki
 
 import (
 	"crypto/ecdsa"
-	"crypto/tls"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"os"
 	"path/filepath"
 	"testing"

@@ -80,9 +80,9 @@ type joinOutput struct {
 }
 
 var (
-	tokenRe    = regexp.MustCompile(`--token ([a-z0-9]{6})\.([a-z0-9]{16})`)
-	agentRe    = regexp.MustCompile(`(?m)^  node-agent join --server (https://\S+) --token \S+ --ca-cert-hash (sha256:[0-9a-f]{64})$`)
-	curlLineRe = regexp.MustCompile(`(?m)^  (curl -fsSk --pinnedpubkey '(sha256//[A-Za-z0-9+/=]{44})' (https://\S+)/install\.sh \| sh -s - .*)$`)
+	tokenRe    = regexp.MustCompile(`(?:--token |NODE_AGENT_TOKEN=|VCS_TOKEN=)([a-z0-9]{6})\.([a-z0-9]{16})`)
+	agentRe    = regexp.MustCompile(`(?m)^  NODE_AGENT_TOKEN=\S+ node-agent join --server (https://\S+) --ca-cert-hash (sha256:[0-9a-f]{64})$`)
+	curlLineRe = regexp.MustCompile(`(?m)^  (curl -fsSk --pinnedpubkey '(sha256//[A-Za-z0-9+/=]{44})' (https://\S+)/install\.sh \| VCS_TOKEN=\S+ sh -s - .*)$`)
 )
 
 func createToken(t *testing.T, cp *joinControlPlane, args ...string) joinOutput {

@@ -374,11 +374,23 @@ func TestNodeJoin(t *testing.T) {
 	t.Run("node-agent join binary: progress, token from the environment, re-run", func(t *testing.T) {
 		d := newNJDirs(t)
 		env := []string{"NODE_AGENT_TOKEN=" + token}
-		args := append([]string{"join", "--server", jc.server, "--ca-cert-hash", jc.pin, "--node-name", "node-c"}, d.args()...)
+		// A systemctl that records the environment join hands its children.
+		childEnv := filepath.Join(t.TempDir(), "systemctl.env")
+		systemctl := filepath.Join(t.TempDir(), "systemctl")
+		if err := os.WriteFile(systemctl, []byte("#!/bin/sh\nenv >>"+childEnv+"\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		args := append(append([]string{"join", "--server", jc.server, "--ca-cert-hash", jc.pin, "--node-name", "node-c"}, d.args()...), "--systemctl", systemctl)
 		begin := time.Now()
 		r := runNodeAgent(t, env, args...)
 		if r.code != 0 {
 			t.Fatalf("join: %+v", r)
+		}
+		// node-agent dropped the token from its environment before running systemctl.
+		if seen, err := os.ReadFile(childEnv); err != nil || len(seen) == 0 {
+			t.Errorf("join ran no systemctl: %v", err)
+		} else if strings.Contains(string(seen), secret) || strings.Contains(string(seen), "NODE_AGENT_TOKEN") {
+			t.Errorf("systemctl, started by join, inherited the token:\n%s", seen)
 		}
 		t.Logf("node-agent join took %.2fs:\n%s", time.Since(begin).Seconds(), r.stdout)
 		for _, want := range []string{"[join] discovery: cluster-info verified", "approved and issued in", "[join] node node-c joined"} {
