@@ -179,13 +179,14 @@ func WriteConfList(dir string, c NetConf) error {
 	}
 	data = append(data, '\n')
 	path := filepath.Join(dir, ConfListFile)
+	// 0600: only root (containerd) reads it (CIS 1.1.9); an older 0644 file is tightened.
 	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
-		return nil
+		return os.Chmod(path, 0o600)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("failed to create CNI config dir: %w", err)
 	}
-	return writeFileAtomic(path, data, 0o644, true)
+	return writeFileAtomic(path, data, 0o600, true)
 }
 
 // writeFileAtomic writes data to a temp file in path's directory, syncs it

@@ -19,7 +19,9 @@ type argsPart struct {
 
 func (a *argsPart) Args() []string { return a.args }
 
-func writeFile(path string, data []byte, mode os.FileMode) error { return os.WriteFile(path, data, mode) }
+func writeFile(path string, data []byte, mode os.FileMode) error {
+	return os.WriteFile(path, data, mode)
+}
 
 func TestArgsRecorderLogsAndRecordsEveryCommandLine(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "effective-args.yaml")

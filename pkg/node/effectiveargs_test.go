@@ -27,6 +27,9 @@ func TestKubeletArgsAreWhatItParsed(t *testing.T) {
 	if f.KubeletConfigFile != k.ConfigFile() || f.NodeIP != "192.0.2.21" || f.RootDirectory != n.KubeletRoot() || f.KubeConfig != n.KubeletKubeconfig() {
 		t.Errorf("parsed flags differ from the record: %+v", f)
 	}
+	if got := kubeletFlags(n, k.ConfigFile(), "Worker-1"); got["hostname-override"] != "" {
+		t.Errorf("the host's own name is overridden: %v", got)
+	}
 	if got := strings.Join(NewKubeProxy(n, testSettings(), Host{}).Args(), " "); got != "--config="+n.DataDir+"/kube-proxy.yaml" {
 		t.Errorf("kube-proxy args: %s", got)
 	}

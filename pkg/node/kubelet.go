@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/pflag"
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
@@ -76,7 +77,11 @@ func (k *Kubelet) Init(ctx context.Context) error {
 	fs := pflag.NewFlagSet("kubelet", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	flags.AddFlags(fs)
-	k.args = component.FormatFlags(kubeletFlags(k.node, k.ConfigFile()))
+	hostname, err := os.Hostname()
+	if err != nil {
+		return fmt.Errorf("failed to read hostname: %w", err)
+	}
+	k.args = component.FormatFlags(kubeletFlags(k.node, k.ConfigFile(), hostname))
 	if err := fs.Parse(k.args); err != nil {
 		return fmt.Errorf("invalid kubelet flags: %w", err)
 	}
@@ -88,14 +93,17 @@ func (k *Kubelet) Init(ctx context.Context) error {
 }
 
 // kubeletFlags are the kubelet's command-line flags; all else is in its
-// config file.
-func kubeletFlags(n *config.Node, configFile string) map[string]string {
+// config file. --hostname-override only when the node's name is not the
+// host's, which is the kubelet's default (CIS 4.2.7 asks for no override).
+func kubeletFlags(n *config.Node, configFile, hostname string) map[string]string {
 	flags := map[string]string{
-		"kubeconfig":        n.KubeletKubeconfig(),
-		"cert-dir":          n.PKIDir(),
-		"root-dir":          n.KubeletRoot(),
-		"hostname-override": n.NodeName,
-		"config":            configFile,
+		"kubeconfig": n.KubeletKubeconfig(),
+		"cert-dir":   n.PKIDir(),
+		"root-dir":   n.KubeletRoot(),
+		"config":     configFile,
+	}
+	if n.NodeName != strings.ToLower(hostname) {
+		flags["hostname-override"] = n.NodeName
 	}
 	if n.NodeIP != "" {
 		flags["node-ip"] = n.NodeIP

@@ -10,6 +10,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
 )
 
 // kubeletConfiguration is the KubeletConfiguration node-agent generates:
@@ -28,12 +29,24 @@ func kubeletConfiguration(n *config.Node, s config.ClusterSettings, host Host) *
 			Webhook:   kubeletv1beta1.KubeletWebhookAuthentication{Enabled: ptr.To(true)},
 			X509:      kubeletv1beta1.KubeletX509Authentication{ClientCAFile: n.CAFile()},
 		},
-		Authorization:            kubeletv1beta1.KubeletAuthorization{Mode: kubeletv1beta1.KubeletAuthorizationModeWebhook},
-		ReadOnlyPort:             0,
-		HealthzBindAddress:       "127.0.0.1",
-		HealthzPort:              ptr.To[int32](10248),
-		RotateCertificates:       true,
-		ServerTLSBootstrap:       true,
+		Authorization:      kubeletv1beta1.KubeletAuthorization{Mode: kubeletv1beta1.KubeletAuthorizationModeWebhook},
+		ReadOnlyPort:       0,
+		HealthzBindAddress: "127.0.0.1",
+		HealthzPort:        ptr.To[int32](10248),
+		RotateCertificates: true,
+		ServerTLSBootstrap: true,
+		// The cluster's AEAD-only suites, as on every other server (TLS 1.2+).
+		TLSCipherSuites: pki.CipherSuiteNames(),
+		TLSMinVersion:   "VersionTLS12",
+		// Written out although they equal upstream's defaults, so the file an
+		// auditor reads (CIS 4.2.5, 4.2.6, 4.2.8) says what the kubelet does.
+		StreamingConnectionIdleTimeout: metav1.Duration{Duration: 4 * time.Hour},
+		MakeIPTablesUtilChains:         ptr.To(true),
+		EventRecordQPS:                 ptr.To[int32](50),
+		// No pod can exhaust the node's PIDs (CIS 4.2.13); generous for real workloads.
+		PodPidsLimit: ptr.To[int64](4096),
+		// Pods without a seccomp profile get the runtime's default (CIS 4.2.14).
+		SeccompDefault:           ptr.To(true),
 		ClusterDNS:               []string{s.ClusterDNS},
 		ClusterDomain:            s.ClusterDomain,
 		ContainerRuntimeEndpoint: "unix://" + config.ContainerdSocket(),
