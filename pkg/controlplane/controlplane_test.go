@@ -41,7 +41,7 @@ func TestAPIServerArgsAreSecure(t *testing.T) {
 	args := apiServerArgs(testConfig(), Paths{"/var/lib/x"}, true)
 	want := map[string]string{
 		"authorization-mode":          "Node,RBAC",
-		"enable-admission-plugins":    "NodeRestriction,PodSecurity",
+		"enable-admission-plugins":    "NodeRestriction,PodSecurity,DenyServiceExternalIPs",
 		"enable-bootstrap-token-auth": "true",
 		"service-cluster-ip-range":    "10.96.0.0/12",
 		"etcd-servers":                "https://127.0.0.1:2379",
@@ -66,7 +66,7 @@ func TestControllerManagerArgs(t *testing.T) {
 	args := controllerManagerArgs(testConfig(), Paths{"/d"})
 	for k, v := range map[string]string{
 		"controllers": "*,bootstrapsigner,tokencleaner", "allocate-node-cidrs": "true", "cluster-cidr": "10.244.0.0/16",
-		"leader-elect": "false", "use-service-account-credentials": "true",
+		"leader-elect": "false", "use-service-account-credentials": "true", "terminated-pod-gc-threshold": "1000",
 		// Serving certificates from their own CA, every client signer on the cluster CA.
 		"cluster-signing-kubelet-serving-cert-file":       "/d/pki/kubelet-serving-ca.crt",
 		"cluster-signing-kubelet-serving-key-file":        "/d/pki/kubelet-serving-ca.key",
