@@ -2,7 +2,7 @@
 # install.sh — install or upgrade vcluster-standalone on this machine.
 #
 # Control plane (default):   sh install.sh [--binary-dir DIR | --url URL] [flags]
-# Node joining a cluster:    sh install.sh --join https://CP:6443 --token ID.SECRET --ca-cert-hash sha256:HEX
+# Node joining a cluster:    VCS_TOKEN=ID.SECRET sh install.sh --join https://CP:6443 --ca-cert-hash sha256:HEX
 # Remove everything:         sh install.sh --uninstall   (or: vcluster-standalone-uninstall.sh)
 #
 # Re-running upgrades in place: binaries and units are replaced, the service is
@@ -29,15 +29,21 @@ Install or upgrade vcluster-standalone: a control plane (default) or a node.
 
 Usage:
   install.sh [flags]                       install/upgrade the control plane
-  install.sh --join URL --token T --ca-cert-hash H [flags]
+  VCS_TOKEN=T install.sh --join URL --ca-cert-hash H [flags]
                                            install a node that joins the cluster at URL
   install.sh --uninstall                   stop services and remove every file,
                                            unit, mount, iptables chain and interface
 
 Where binaries come from (first that applies):
   --binary-dir DIR        take vcluster-standalone / node-agent from DIR
-  --url URL               download URL/vcluster-standalone or URL/node-agent
-  --pinned-pubkey PIN     with --url: curl --pinnedpubkey PIN (e.g. sha256//BASE64)
+  --url URL               download URL/vcluster-standalone or URL/node-agent (https
+                          only, and with --pinned-pubkey or --sha256: the binary runs
+                          as root)
+  --pinned-pubkey PIN     with --url: curl --pinnedpubkey PIN (e.g. sha256//BASE64);
+                          only the server holding that key is accepted
+  --sha256 HEX            with --url: the SHA-256 (sha256sum) a downloaded binary must
+                          have before it is installed or run; repeatable (the control
+                          plane downloads vcluster-standalone and node-agent)
   (default)               the directory this script is in
 
 Control-plane flags (written to /etc/vcluster-standalone/config.yaml):
@@ -52,7 +58,11 @@ Control-plane flags (written to /etc/vcluster-standalone/config.yaml):
 Node flags (passed to `node-agent join` through its environment; the token is
 used once for the TLS bootstrap and never written to disk):
   --join URL              API server URL of the cluster to join (env VCS_JOIN)
-  --token TOKEN           bootstrap token ID.SECRET (env VCS_TOKEN)
+  VCS_TOKEN=TOKEN         bootstrap token ID.SECRET, in the environment: install.sh
+                          removes it from its own before it runs anything and hands
+                          it to node-agent join alone
+  --token TOKEN           the same as a flag, for scripts: visible to every local
+                          user (ps) while install.sh runs
   --ca-cert-hash HASH     sha256:HEX pin of the cluster CA; repeatable (env VCS_CA_CERT_HASH)
   --node-name NAME        node name (default: this machine's hostname)
 
@@ -65,9 +75,13 @@ Examples:
   # control plane from binaries beside this script
   sudo sh install.sh --advertise-address 192.0.2.10
 
-  # a node, with the line printed by `vcluster-standalone token create`
-  sudo sh install.sh --join https://192.0.2.10:6443 --token abcdef.0123456789abcdef \
+  # a node, with the token printed by `vcluster-standalone token create` (as root)
+  VCS_TOKEN=abcdef.0123456789abcdef sh install.sh --join https://192.0.2.10:6443 \
       --ca-cert-hash sha256:<64 hex digits>
+
+  # a control plane from a release server, each binary checked
+  sudo sh install.sh --url https://releases.example.com/v1 \
+      --sha256 <vcluster-standalone's sum> --sha256 <node-agent's sum>
 EOF
 }
 
@@ -77,12 +91,18 @@ MODE=controlplane
 SRC_DIR=""
 URL=""
 PIN=""
+SHA256S=""
 ADVERTISE=""
 SANS=""
 DATA_DIR=""
 CONFIG_FILE=""
 JOIN=${VCS_JOIN:-}
+# The token must reach no child but node-agent join (join_node), and that
+# through its environment: drop it from ours before anything runs. TOKEN is
+# unset first so that a TOKEN the caller exported cannot export ours.
+unset TOKEN
 TOKEN=${VCS_TOKEN:-}
+unset VCS_TOKEN NODE_AGENT_TOKEN
 CA_HASH=${VCS_CA_CERT_HASH:-}
 NODE=""
 TIMEOUT=300
@@ -105,6 +125,7 @@ while [ $# -gt 0 ]; do
 	--binary-dir) need_value "$1" $# && SRC_DIR=$2 && shift ;;
 	--url) need_value "$1" $# && URL=$2 && shift ;;
 	--pinned-pubkey) need_value "$1" $# && PIN=$2 && shift ;;
+	--sha256) need_value "$1" $# && SHA256S="$SHA256S $2" && shift ;;
 	--advertise-address) need_value "$1" $# && ADVERTISE=$2 && CONFIG_FLAGS=1 && shift ;;
 	--tls-san) need_value "$1" $# && SANS="$SANS $2" && CONFIG_FLAGS=1 && shift ;;
 	--data-dir) need_value "$1" $# && DATA_DIR=$2 && CONFIG_FLAGS=1 && shift ;;
@@ -125,6 +146,28 @@ done
 case $TIMEOUT in
 '' | *[!0-9]*) die "--timeout must be a number of seconds, got '$TIMEOUT'" ;;
 esac
+
+# A downloaded binary runs as root: it must come over https from the server
+# holding the pinned key, or have a checksum given here.
+check_download_flags() {
+	for s in $SHA256S; do
+		case $s in
+		*[!0-9a-f]*) die "--sha256 must be 64 lowercase hex digits (as sha256sum prints), got '$s'" ;;
+		esac
+		[ ${#s} -eq 64 ] || die "--sha256 must be 64 lowercase hex digits (as sha256sum prints), got '$s'"
+	done
+	if [ -z "$URL" ]; then
+		[ -z "$SHA256S$PIN" ] || die "--sha256 and --pinned-pubkey check what --url downloads; give --url URL too"
+		return
+	fi
+	case $URL in
+	https://?*) ;;
+	*) die "--url must be an https:// URL, got '$URL'" ;;
+	esac
+	[ -n "$PIN" ] || [ -n "$SHA256S" ] ||
+		die "--url needs --pinned-pubkey PIN or --sha256 HEX: a downloaded binary runs as root and must be checked"
+}
+check_download_flags
 
 # ---- prerequisites -----------------------------------------------------------
 
@@ -172,15 +215,18 @@ fetch_binary() {
 	if [ -n "$URL" ]; then
 		command -v curl >/dev/null 2>&1 || die "curl not found; needed for --url"
 		info "downloading $URL/$1"
+		# https only, redirects included.
 		if [ -n "$PIN" ]; then
 			# The pinned public key authenticates the server (the join endpoint's
 			# certificate is from the cluster CA, which this machine does not
 			# trust yet), so -k only skips the CA check; curl still refuses any
 			# other key before sending a byte.
-			curl -fsSLk --pinnedpubkey "$PIN" -o "$2" "$URL/$1" || die "download of $URL/$1 failed (is --pinned-pubkey the one token create printed?)"
+			curl -fsSLk --proto =https --proto-redir =https --pinnedpubkey "$PIN" -o "$2" "$URL/$1" ||
+				die "download of $URL/$1 failed (is --pinned-pubkey the one token create printed?)"
 		else
-			curl -fsSL -o "$2" "$URL/$1" || die "download of $URL/$1 failed"
+			curl -fsSL --proto =https --proto-redir =https -o "$2" "$URL/$1" || die "download of $URL/$1 failed"
 		fi
+		check_sha256 "$URL/$1" "$2"
 		chmod 0755 "$2"
 		return
 	fi
@@ -188,6 +234,21 @@ fetch_binary() {
 	[ -f "$dir/$1" ] || die "no $1 binary in $dir; pass --binary-dir DIR or --url URL"
 	cp "$dir/$1" "$2"
 	chmod 0755 "$2"
+}
+
+# check_sha256 WHAT FILE: with --sha256, FILE's sum must be one of those
+# given, before it is made executable, run or installed.
+check_sha256() {
+	[ -n "$SHA256S" ] || return 0
+	command -v sha256sum >/dev/null 2>&1 || die "sha256sum not found; --sha256 needs it (install coreutils)"
+	sum=$(sha256sum "$2" | cut -d' ' -f1)
+	case " $SHA256S " in
+	*" $sum "*) info "$1: SHA-256 checked" ;;
+	*)
+		rm -f "$2"
+		die "$1 has SHA-256 $sum, which no --sha256 names: not installed"
+		;;
+	esac
 }
 
 # source_dir: where local binaries come from (--binary-dir, else beside this script).
@@ -407,6 +468,15 @@ set -u
 [ "$(id -u)" -eq 0 ] || { echo "vcluster-standalone-uninstall.sh: error: must run as root" >&2; exit 1; }
 say() { echo "[uninstall] $*"; }
 UNITS="node-agent vcluster-standalone"
+# Data dirs are removed only with this file in them: start and join write it
+# into a directory they made, so a dataDir pointed at someone else's
+# directory is left alone.
+MARKER=.vcluster-standalone-data-dir
+config_data_dir() {
+	sed -n 's/^dataDir:[[:space:]]*"\{0,1\}\([^"]*\)"\{0,1\}[[:space:]]*$/\1/p' "$1" 2>/dev/null | head -n1
+}
+# Read before node-agent reset removes the node's config.
+data_dirs="/var/lib/vcluster-standalone /var/lib/node-agent $(config_data_dir /etc/vcluster-standalone/config.yaml) $(config_data_dir /etc/node-agent/config.yaml)"
 
 # 1. Stop the services; KillMode=process leaves containers running, so kill
 #    whatever is left in each unit's cgroups (by PID).
@@ -465,15 +535,23 @@ for save in iptables-save ip6tables-save iptables-legacy-save ip6tables-legacy-s
 	echo "$rules" | grep -Ev '(KUBE-|VCS-)' | $restore 2>/dev/null || true
 done
 
-# 4. Files. A dataDir moved by the config is removed too.
-data_dir=$(sed -n 's/^dataDir:[[:space:]]*"\{0,1\}\([^"]*\)"\{0,1\}[[:space:]]*$/\1/p' /etc/vcluster-standalone/config.yaml 2>/dev/null | head -n1)
+# 4. Files. A dataDir moved by the config is removed too, if it is ours.
 rm -f /etc/systemd/system/vcluster-standalone.service /etc/systemd/system/node-agent.service
 rm -rf /etc/systemd/system/vcluster-standalone.service.d /etc/systemd/system/node-agent.service.d
 systemctl daemon-reload 2>/dev/null || true
 systemctl reset-failed vcluster-standalone.service node-agent.service >/dev/null 2>&1 || true
-for p in /etc/vcluster-standalone /etc/node-agent /var/lib/vcluster-standalone /var/lib/node-agent \
+owned_data_dirs=""
+for p in $data_dirs; do
+	[ -e "$p" ] || continue
+	if [ -f "$p/$MARKER" ] && [ ! -L "$p/$MARKER" ]; then
+		owned_data_dirs="$owned_data_dirs $p"
+	else
+		say "leaving $p: vcluster-standalone did not make it (no $MARKER in it); remove it yourself if it is no longer needed"
+	fi
+done
+for p in /etc/vcluster-standalone /etc/node-agent $owned_data_dirs \
 	/var/lib/kubelet /var/lib/containerd /run/containerd /run/node-agent /var/log/pods /var/log/containers \
-	/etc/cni/net.d/10-vcs.conflist /usr/local/bin/vcluster-standalone /usr/local/bin/node-agent $data_dir; do
+	/etc/cni/net.d/10-vcs.conflist /usr/local/bin/vcluster-standalone /usr/local/bin/node-agent; do
 	[ -e "$p" ] || continue
 	if mountpoint -q "$p" 2>/dev/null || findmnt -rn -o TARGET 2>/dev/null | grep -q "^$p/"; then
 		# A mount we did not make (e.g. a dedicated disk) at or below $p:
