@@ -21,11 +21,15 @@ var joinNodes = []string{"lab-node1", "lab-node2"}
 
 const nodeCert = "/var/lib/node-agent/pki/kubelet-client-current.pem"
 
-// TestOneLineJoin: `token create` on the control plane, then the printed
-// one-line `curl … | sh` on two fresh nodes at once. Within 30 s of running
-// the line each node must hold a kubelet client certificate for
-// system:node:<hostname> from the cluster CA, approved automatically, and
-// node-agent.service installed and enabled.
+// TestOneLineJoin: `token create` on the control plane, then the join
+// endpoint's certificate is renewed (the printed pin must survive it), then
+// the printed one-line `curl … | sh` on two fresh nodes at once, pasted into
+// a shell. Within 30 s of running the line each node must hold a kubelet
+// client certificate for system:node:<hostname> from the cluster CA,
+// approved automatically, and node-agent.service installed and enabled.
+// Meanwhile every command line in each node is sampled: none may hold the
+// token (a local user could read it in ps). Before that, install.sh with the
+// printed --url but a wrong --sha256 must refuse the download.
 func TestOneLineJoin(t *testing.T) {
 	track(t)
 	waitReady(t, 3*time.Minute)
@@ -50,6 +54,12 @@ func TestOneLineJoin(t *testing.T) {
 	if line == "" || !strings.Contains(line, "--pinnedpubkey") || tokenID == "" {
 		t.Fatalf("token create printed no pinned one-line join:\n%s", created)
 	}
+	secret := lineSecret(t, line)
+	if strings.Contains(strings.SplitN(line, "|", 2)[1], "--token") || strings.Contains(created, "--token "+tokenID) {
+		t.Errorf("token create printed the token as an argument:\n%s", created)
+	}
+	// The line must outlive a renewal of the endpoint's certificate.
+	renewJoinEndpointCert(t, linePinRe.FindStringSubmatch(line)[1])
 	// The nodes stay joined for the node-runtime tests (node_test.go);
 	// TestPrivateNodesUninstall removes them at the end.
 	t.Cleanup(func() { inNode(t, cpNode, "vcluster-standalone", "token", "delete", tokenID) })
@@ -58,9 +68,14 @@ func TestOneLineJoin(t *testing.T) {
 	if inNode(t, resetNode, "test", "-e", "/etc/node-agent/config.yaml").code != 0 {
 		pristine = takeNodeState(t, resetNode)
 	}
+	checkSHA256Refused(t, resetNode, line)
 	// From the first node on, TestNothingPulled sees every pull event of the suite.
 	startPullWatch(t, clientset(t))
 
+	samplers := make([]*argvSampler, len(joinNodes))
+	for i, n := range joinNodes {
+		samplers[i] = startArgvSampler(t, n)
+	}
 	var wg sync.WaitGroup
 	took := make([]time.Duration, len(joinNodes))
 	outs := make([]result, len(joinNodes))
@@ -69,13 +84,16 @@ func TestOneLineJoin(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			begin := time.Now()
-			outs[i] = inNode(t, n, "sh", "-c", line)
+			outs[i] = runLine(t, n, line)
 			if outs[i].code == 0 {
 				took[i] = waitNodeCert(t, n, begin, ca)
 			}
 		}()
 	}
 	wg.Wait()
+	for i, n := range joinNodes {
+		checkNoSecretInArgv(t, n, secret, samplers[i].stop(t))
+	}
 	cs := clientset(t)
 	for i, n := range joinNodes {
 		if outs[i].code != 0 {
@@ -92,7 +110,7 @@ func TestOneLineJoin(t *testing.T) {
 		if got := mustInNode(t, n, "stat", "-c", "%a", "-L", nodeCert, "/var/lib/node-agent/kubelet.kubeconfig"); got != "600\n600" {
 			t.Errorf("%s: credential modes %q, want 600", n, got)
 		}
-		if r := inNode(t, n, "sh", "-c", "grep -rl "+strings.Split(strings.SplitN(line, "--token ", 2)[1], " ")[0]+" /etc/node-agent /var/lib/node-agent /etc/systemd/system"); r.stdout != "" {
+		if r := inNode(t, n, "sh", "-c", "grep -rl "+secret+" /etc/node-agent /var/lib/node-agent /etc/systemd/system"); r.stdout != "" {
 			t.Errorf("%s: the token was written to disk: %s", n, r.stdout)
 		}
 		// The CSR was created by the token and approved by the control plane.
@@ -113,7 +131,7 @@ func TestOneLineJoin(t *testing.T) {
 		// (the kubelet's serving certificate arrives on its own, any time).
 		const joinFiles = "ls -l --time-style=full-iso /etc/node-agent /var/lib/node-agent/pki/ca.crt /var/lib/node-agent/pki/kubelet-client-*"
 		before := mustInNode(t, n, "sh", "-c", joinFiles)
-		again := inNode(t, n, "sh", "-c", line)
+		again := runLine(t, n, line)
 		if again.code != 0 || !strings.Contains(again.stdout, "already joined") {
 			t.Errorf("%s: re-run: %s", n, again)
 		}

@@ -600,7 +600,7 @@ func rejoin(t *testing.T, cs kubernetes.Interface, node string) time.Duration {
 	mustKubectl(t, "delete", "node", node, "--wait=true")
 	line := joinLine(t)
 	start := time.Now()
-	if r := inNode(t, node, "sh", "-c", line); r.code != 0 {
+	if r := runLine(t, node, line); r.code != 0 {
 		t.Fatalf("%s: the one-line join after reset: %s", node, r)
 	}
 	waitNodeReady(t, cs, node, start, 90*time.Second)
