@@ -37,7 +37,7 @@ func apiServerArgs(c *config.ControlPlane, p Paths, encryption bool) map[string]
 		// kubelet-serving CA, which signs nothing else, is trusted for it.
 		"kubelet-certificate-authority":    p.Cert(pki.KubeletServingCA),
 		"authorization-mode":               "Node,RBAC",
-		"enable-admission-plugins":         "NodeRestriction,PodSecurity,DenyServiceExternalIPs",
+		"enable-admission-plugins":         "NodeRestriction,PodSecurity,DenyServiceExternalIPs,EventRateLimit",
 		"admission-control-config-file":    p.Generated("admission.yaml"),
 		"authentication-config":            p.Generated("authentication.yaml"),
 		"enable-bootstrap-token-auth":      "true",

@@ -41,7 +41,7 @@ func TestAPIServerArgsAreSecure(t *testing.T) {
 	args := apiServerArgs(testConfig(), Paths{"/var/lib/x"}, true)
 	want := map[string]string{
 		"authorization-mode":          "Node,RBAC",
-		"enable-admission-plugins":    "NodeRestriction,PodSecurity,DenyServiceExternalIPs",
+		"enable-admission-plugins":    "NodeRestriction,PodSecurity,DenyServiceExternalIPs,EventRateLimit",
 		"enable-bootstrap-token-auth": "true",
 		"service-cluster-ip-range":    "10.96.0.0/12",
 		"etcd-servers":                "https://127.0.0.1:2379",

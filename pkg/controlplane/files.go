@@ -44,6 +44,20 @@ plugins:
       warn-version: latest
     exemptions:
       namespaces: [kube-system]
+- name: EventRateLimit
+  configuration:
+    apiVersion: eventratelimit.admission.k8s.io/v1alpha1
+    kind: Configuration
+    limits:
+    # One namespace flooding events cannot starve etcd or the others; the
+    # limits are far above what a busy node or a controller sends.
+    - type: Namespace
+      qps: 100
+      burst: 500
+      cacheSize: 4096
+    - type: Server
+      qps: 1000
+      burst: 5000
 `, level)
 }
 
