@@ -541,11 +541,14 @@ rm -rf /etc/systemd/system/vcluster-standalone.service.d /etc/systemd/system/nod
 systemctl daemon-reload 2>/dev/null || true
 systemctl reset-failed vcluster-standalone.service node-agent.service >/dev/null 2>&1 || true
 owned_data_dirs=""
+seen=" "
 for p in $data_dirs; do
+	case $seen in *" $p "*) continue ;; esac
+	seen="$seen$p "
 	[ -e "$p" ] || continue
 	if [ -f "$p/$MARKER" ] && [ ! -L "$p/$MARKER" ]; then
 		owned_data_dirs="$owned_data_dirs $p"
-	else
+	elif [ -n "$(find "$p" ! -type d 2>/dev/null | head -n1)" ]; then # only dirs (mount points reset emptied): nothing to say
 		say "leaving $p: vcluster-standalone did not make it (no $MARKER in it); remove it yourself if it is no longer needed"
 	fi
 done

@@ -35,6 +35,11 @@ func TestBadInput(t *testing.T) {
 		{name: "unwritable data dir", args: []string{"--data-dir", "UNDER_FILE"}, want: "cannot be created (not a directory): choose another with --data-dir"},
 		{name: "unknown flag", args: []string{"--no-such-flag"}, want: "error: unknown flag: --no-such-flag"},
 		{name: "unknown feature gate", args: []string{"--feature-gates", "NoSuchGate=true"}, want: "error: featureGates: unrecognized feature gate: NoSuchGate"},
+		// start makes the data dir 0700 and uninstall removes it.
+		{name: "data dir /", args: []string{"--data-dir", "/"}, want: `error: dataDir: invalid value "/": must be a directory of its own such as /var/lib/<name>`},
+		{name: "data dir /var", args: []string{"--data-dir", "/var"}, want: `error: dataDir: invalid value "/var": must be a directory of its own`},
+		{name: "data dir /usr/", args: []string{"--data-dir", "/usr/"}, want: `error: dataDir: invalid value "/usr/": must be a directory of its own`},
+		{name: "local node data dir /etc", args: []string{"--local-node-data-dir", "/etc"}, want: `error: localNode.dataDir: invalid value "/etc": must be a directory of its own`},
 		{name: "bad pod security standard", args: []string{"--pod-security-standard", "strict"}, want: `error: policies.podSecurityStandard: invalid value "strict": must be one of privileged, baseline, restricted`},
 	}
 	for _, tc := range cases {
