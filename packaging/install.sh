@@ -293,7 +293,7 @@ start_local_node() {
 	fi
 	if [ ! -f "$unit" ]; then
 		"$BIN_DIR/$NODE_NAME" unit "$NODE_NAME.service" >"$unit.new" || die "$NODE_NAME cannot print its unit"
-		install_file "$unit.new" "$unit" 0644 >/dev/null
+		install_file "$unit.new" "$unit" 0600 >/dev/null
 	fi
 	restart=$NODE_AGENT_CHANGED
 	[ "$(systemctl show -p NeedDaemonReload --value "$NODE_NAME.service" 2>/dev/null)" = yes ] && restart=1
@@ -313,6 +313,7 @@ start_local_node() {
 install_file() {
 	if [ -f "$2" ] && cmp -s "$1" "$2"; then
 		rm -f "$1"
+		chmod "$3" "$2" # an older release may have written it with another mode
 		return
 	fi
 	chmod "$3" "$1"
@@ -431,7 +432,8 @@ do_install() {
 	write_uninstall_script "$tmp/uninstall.sh"
 	install_file "$tmp/uninstall.sh" "$UNINSTALL_SCRIPT" 0755 >/dev/null
 	if [ "$name" = "$CP_NAME" ]; then write_cp_config; fi
-	if [ "$(install_file "$tmp/$name.service" "$UNIT_DIR/$name.service" 0644)" = changed ]; then
+	# Units are root's only (CIS 4.1.1); systemd reads them as root.
+	if [ "$(install_file "$tmp/$name.service" "$UNIT_DIR/$name.service" 0600)" = changed ]; then
 		info "wrote $UNIT_DIR/$name.service"
 		CHANGED=1
 	fi

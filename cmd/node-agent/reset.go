@@ -28,8 +28,9 @@ func newResetCommand() *cobra.Command {
 containers and their shims, kubelet and containerd mounts, the pod network (bridge, veths,
 vcs-vxlan, routes, VCS- and KUBE- iptables chains, address allocations), the data dir,
 ` + config.DefaultNodeConfigFile + ` and node-agent.service. The node-agent binary and a
-registries.yaml you wrote stay. Safe to run again; afterwards the machine can join again.
-Delete the Node from the cluster with ` + "`kubectl delete node NAME`" + ` on the control plane.`,
+registries.yaml you wrote stay. Safe to run again; afterwards the machine can join again,
+under its old name once its Node is deleted (` + "`vcluster-standalone kubectl delete node NAME`" + `
+on the control plane): the control plane refuses a name a Node holds.`,
 		Example: `  # asks for confirmation
   node-agent reset
 
@@ -79,7 +80,7 @@ Delete the Node from the cluster with ` + "`kubectl delete node NAME`" + ` on th
 		if opts.StopService != nil {
 			_ = exec.Command(systemctl, "daemon-reload").Run()
 		}
-		fmt.Fprintln(cmd.OutOrStdout(), "node reset; join again with the line from `vcluster-standalone token create`")
+		fmt.Fprintf(cmd.OutOrStdout(), "node reset; to join again as %s, first delete its Node on the control plane (`vcluster-standalone kubectl delete node %s`), then run the line from `vcluster-standalone token create`\n", n.NodeName, n.NodeName)
 		return nil
 	}
 	return cmd

@@ -67,6 +67,13 @@ func (n *Node) PKIDir() string { return filepath.Join(n.DataDir, "pki") }
 // CAFile is the cluster CA the node trusts, as verified at join.
 func (n *Node) CAFile() string { return filepath.Join(n.PKIDir(), "ca.crt") }
 
+// KubeletServingCAFile is the kubelet-serving CA, which signs the other nodes'
+// kubelet serving certificates (their registry mirrors serve with them); the
+// control plane publishes it and the node keeps it current.
+func (n *Node) KubeletServingCAFile() string {
+	return filepath.Join(n.PKIDir(), "kubelet-serving-ca.crt")
+}
+
 // KubeletClientCertFile is the kubelet's client certificate and key in one
 // file, a symlink maintained by client-go's certificate store (kubelet layout).
 func (n *Node) KubeletClientCertFile() string {

@@ -191,12 +191,15 @@ func newComponents(c *config.ControlPlane, paths Paths, bundle *pki.Bundle, prog
 	return append(components, &component.ArgsRecorder{Components: components, Path: paths.EffectiveArgsFile(), Write: pki.WriteFileAtomic, Log: progress}), nil
 }
 
-// joinComponents serve joining nodes: RBAC and cluster-info, the kubelet
-// serving-CSR approver, and the join endpoint (install.sh, node-agent).
+// joinComponents serve joining nodes: RBAC, cluster-info and the
+// kubelet-serving CA, the kubelet CSR approver, and the join endpoint
+// (install.sh, node-agent).
 func joinComponents(c *config.ControlPlane, paths Paths) []component.Component {
 	return []component.Component{
-		&joinserver.ClusterObjects{Client: controllerClient(paths, pki.JoinObjects), Server: "https://" + net.JoinHostPort(c.AdvertiseAddress, strconv.Itoa(c.APIPort)), CAFile: paths.Cert(pki.ClusterCA)},
-		&joinserver.ServingApprover{Client: controllerClient(paths, pki.CSRApprover)},
+		&joinserver.ClusterObjects{Client: controllerClient(paths, pki.JoinObjects), Server: "https://" + net.JoinHostPort(c.AdvertiseAddress, strconv.Itoa(c.APIPort)), CAFile: paths.Cert(pki.ClusterCA),
+			KubeletServingCAFile: paths.Cert(pki.KubeletServingCA)},
+		&joinserver.CSRApprover{Client: controllerClient(paths, pki.CSRApprover),
+			APIServerCert: paths.Cert("apiserver"), ServiceCIDR: c.Network.ServiceCIDR, HostNode: hostNodeName(c)},
 		&joinserver.Endpoint{
 			// Listens where the API server does; join lines name the advertise address.
 			Addr:     net.JoinHostPort(c.BindAddress, strconv.Itoa(c.JoinPort)),

@@ -92,9 +92,14 @@ func (l *localNode) Start(context.Context) error {
 		return err
 	}
 	files.Unit = unit
+	servingCA := pki.EncodeCert(l.bundle.CAs[pki.KubeletServingCA].Cert)
 	if why := l.unusable(); why == nil {
-		// Only the unit follows the release; credentials stay the kubelet's.
+		// Only the unit and the kubelet-serving CA (it may have been
+		// rotated) follow the control plane; credentials stay the kubelet's.
 		if err := writeUnitIfChanged(files); err != nil {
+			return fmt.Errorf("%w (joinNode: start with --join-node=false to run no node on this host)", err)
+		}
+		if _, err := nodecreds.WriteKubeletServingCA(n, servingCA); err != nil {
 			return fmt.Errorf("%w (joinNode: start with --join-node=false to run no node on this host)", err)
 		}
 		fmt.Fprintf(l.progress, "local node %s: credentials in %s in place\n", n.NodeName, n.DataDir)
@@ -107,7 +112,7 @@ func (l *localNode) Start(context.Context) error {
 		return err
 	}
 	ca := pki.EncodeCert(l.bundle.CAs[pki.ClusterCA].Cert)
-	certFile, err := nodecreds.WriteNodeFiles(n, files, ca, cert)
+	certFile, err := nodecreds.WriteNodeFiles(n, files, ca, servingCA, cert)
 	if err != nil {
 		return fmt.Errorf("%w (joinNode: run as root, set the localNode paths, or start with --join-node=false to run no node on this host)", err)
 	}
@@ -149,4 +154,22 @@ func writeUnitIfChanged(f nodecreds.NodeFiles) error {
 		return fmt.Errorf("failed to write %s: %v", f.UnitPath(), err)
 	}
 	return nil
+}
+
+// hostNodeName returns the name this host's own node runs as (joinNode), as
+// the node config localNode writes says, or "" when there is none. The CSR
+// approver lets that node, and no other, name the host's own name and
+// address, which the API server's certificate lists too.
+func hostNodeName(c *config.ControlPlane) func() string {
+	return func() string {
+		if !c.JoinsNode() {
+			return ""
+		}
+		n, err := config.LoadNode(c.LocalNode.ConfigFile, true)
+		if err != nil || n.Server == "" {
+			return ""
+		}
+		config.SetNodeDefaults(n, os.Hostname)
+		return n.NodeName
+	}
 }

@@ -61,8 +61,9 @@ func TestLocalNodeWritesTheJoinLayout(t *testing.T) {
 		t.Fatalf("node config %+v %v", n, n.Validate())
 	}
 	modes := map[string]os.FileMode{
-		n.CAFile():            0o644,
-		n.KubeletKubeconfig(): 0o600,
+		n.CAFile():               0o644,
+		n.KubeletServingCAFile(): 0o644,
+		n.KubeletKubeconfig():    0o600,
 		filepath.Join(l.cfg.LocalNode.UnitDir, "node-agent.service"): 0o644,
 		n.DataDir: 0o700 | os.ModeDir,
 	}
@@ -83,6 +84,12 @@ func TestLocalNodeWritesTheJoinLayout(t *testing.T) {
 	}
 	if _, err := nodecreds.LoadKubeletClientCert(n.PKIDir(), n.CAFile(), "cp-host", time.Now()); err != nil {
 		t.Errorf("client certificate: %v", err)
+	}
+	if got, _ := os.ReadFile(n.KubeletServingCAFile()); string(got) != string(pki.EncodeCert(l.bundle.CAs[pki.KubeletServingCA].Cert)) {
+		t.Errorf("%s does not hold the kubelet-serving CA", n.KubeletServingCAFile())
+	}
+	if got := hostNodeName(l.cfg)(); got != "cp-host" {
+		t.Errorf("host node for the CSR approver %q, want cp-host", got)
 	}
 	kc, err := clientcmd.LoadFromFile(n.KubeletKubeconfig())
 	if err != nil || kc.AuthInfos["default"].ClientCertificate != n.KubeletClientCertFile() || kc.Clusters["default"].Server != n.Server {
@@ -109,14 +116,26 @@ func TestLocalNodeKeepsCredentials(t *testing.T) {
 	if pems, _ := filepath.Glob(filepath.Join(n.PKIDir(), "kubelet-client-2*.pem")); len(pems) != 1 {
 		t.Errorf("re-run issued another certificate: %v", pems)
 	}
+	// The kubelet-serving CA follows the control plane's (rotated) one
+	// without new credentials.
+	if err := os.WriteFile(n.KubeletServingCAFile(), []byte("stale"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	(&localNode{cfg: l.cfg, paths: l.paths, bundle: l.bundle, hostname: l.hostname, now: time.Now, progress: io.Discard}).run(t)
+	if got, _ := os.ReadFile(n.KubeletServingCAFile()); string(got) != string(pki.EncodeCert(l.bundle.CAs[pki.KubeletServingCA].Cert)) {
+		t.Errorf("kubelet-serving CA not restored: %q", got)
+	}
+	if !stat(rotated[0]).Equal(before[rotated[0]]) {
+		t.Error("restoring the kubelet-serving CA rewrote the client certificate")
+	}
 
 	// A node name set in the file (by a user) is kept.
 	data, _ := os.ReadFile(l.cfg.LocalNode.ConfigFile)
 	os.WriteFile(l.cfg.LocalNode.ConfigFile, []byte(strings.Replace(string(data), "nodeName: cp-host", "nodeName: renamed", 1)), 0o644)
 	renamed := &localNode{cfg: l.cfg, paths: l.paths, bundle: l.bundle, hostname: l.hostname, now: time.Now, progress: io.Discard}
 	renamed.run(t)
-	if renamed.NodeName() != "renamed" {
-		t.Fatalf("node name %q, want the file's", renamed.NodeName())
+	if renamed.NodeName() != "renamed" || hostNodeName(l.cfg)() != "renamed" {
+		t.Fatalf("node name %q (CSR approver's host node %q), want the file's", renamed.NodeName(), hostNodeName(l.cfg)())
 	}
 	if _, err := nodecreds.LoadKubeletClientCert(n.PKIDir(), n.CAFile(), "renamed", time.Now()); err != nil {
 		t.Errorf("a certificate for the new name must be issued: %v", err)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
 	bootstraputil "k8s.io/cluster-bootstrap/token/util"
 )
 
@@ -21,6 +22,28 @@ const NodeBootstrapGroup = "system:bootstrappers:vcluster-standalone:default-nod
 const (
 	NodeUserPrefix = "system:node:"
 	NodesGroup     = "system:nodes"
+)
+
+// NodeNameInUse says why a joining machine may not take the name of node
+// (nil when there is no such Node): a Node of that name exists and is not
+// being deleted, whatever its state, so the name belongs to another machine
+// or to this one before a reset. node-agent join asks it before creating a
+// CSR, and the control plane's approver denies the CSR on the same answer.
+func NodeNameInUse(node *corev1.Node) error {
+	if node == nil || node.DeletionTimestamp != nil {
+		return nil
+	}
+	return fmt.Errorf("a Node named %q already exists: another machine uses this name, or this machine was reset without deleting its Node; "+
+		"join with another --node-name, or delete the old one first with `vcluster-standalone kubectl delete node %s`", node.Name, node.Name)
+}
+
+// The kubelet-serving CA certificate (not its key) is published here, for
+// nodes that verify other nodes' kubelet serving certificates (the registry
+// mirror's peers); readable by nodes and by join tokens.
+const (
+	KubeletServingCANamespace = "kube-public"
+	KubeletServingCAConfigMap = "kubelet-serving-ca"
+	KubeletServingCAKey       = "ca.crt"
 )
 
 // NodeUnit is the systemd unit join installs and enables.

@@ -114,6 +114,12 @@ func (j *NodeJoin) Run(ctx context.Context) (*NodeJoinResult, error) {
 	if err := CheckNodeNameFree(ctx, client, j.Node.NodeName); err != nil {
 		return nil, err
 	}
+	// Read with the token over the pinned TLS: it verifies the other nodes'
+	// kubelets (their registry mirrors).
+	servingCA, err := nodecreds.FetchKubeletServingCA(ctx, client)
+	if err != nil {
+		return nil, err
+	}
 	approvalTimeout := j.ApprovalTimeout
 	if approvalTimeout <= 0 {
 		approvalTimeout = 2 * time.Minute
@@ -128,7 +134,7 @@ func (j *NodeJoin) Run(ctx context.Context) (*NodeJoinResult, error) {
 	res.CSRName, res.Approval = cert.CSRName, time.Since(csrStart)
 	j.say("TLS bootstrap: CSR %s for %s%s approved and issued in %.2fs", cert.CSRName, join.NodeUserPrefix, j.Node.NodeName, res.Approval.Seconds())
 
-	if err := j.writeFiles(cluster, cert); err != nil {
+	if err := j.writeFiles(cluster, servingCA, cert); err != nil {
 		return nil, err
 	}
 	if err := j.enable(ctx); err != nil {
@@ -161,10 +167,10 @@ func (j *NodeJoin) alreadyJoined(now time.Time) (bool, error) {
 }
 
 // writeFiles writes the node's files (WriteNodeFiles) with what the join
-// discovered and was issued.
-func (j *NodeJoin) writeFiles(cluster *DiscoveredCluster, cert *nodecreds.KubeletClientCert) error {
+// discovered, read and was issued.
+func (j *NodeJoin) writeFiles(cluster *DiscoveredCluster, servingCA []byte, cert *nodecreds.KubeletClientCert) error {
 	files := nodecreds.NodeFiles{ConfigFile: j.ConfigFile, UnitDir: j.UnitDir, Unit: j.Unit}
-	certFile, err := nodecreds.WriteNodeFiles(j.Node, files, cluster.CAPEM, cert)
+	certFile, err := nodecreds.WriteNodeFiles(j.Node, files, cluster.CAPEM, servingCA, cert)
 	if err != nil {
 		return err
 	}

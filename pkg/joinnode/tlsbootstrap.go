@@ -14,7 +14,6 @@ import (
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/nodecreds"
 	certificatesv1 "k8s.io/api/certificates/v1"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -37,21 +36,15 @@ func BootstrapClient(cluster *DiscoveredCluster, token join.BootstrapToken) (kub
 	return kubernetes.NewForConfig(cfg)
 }
 
-// CheckNodeNameFree refuses a name held by a Node that is Ready: another
-// machine uses it. A deleted Node, or one that is not Ready (this machine
-// before a reset), does not block a join. Without the right to read Nodes
-// the check is skipped.
+// CheckNodeNameFree refuses a name a Node holds (join.NodeNameInUse), before
+// any CSR is made: the control plane would deny the CSR for the same reason.
+// Without the right to read Nodes the check is left to the control plane.
 func CheckNodeNameFree(ctx context.Context, client kubernetes.Interface, nodeName string) error {
 	node, err := client.CoreV1().Nodes().Get(ctx, nodeName, metav1.GetOptions{})
 	if err != nil {
 		return nil // not found, or not allowed to look: the CSR decides
 	}
-	for _, c := range node.Status.Conditions {
-		if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
-			return fmt.Errorf("a Node named %q already exists and is Ready: another machine uses this name; pass --node-name, or remove the old one with `vcluster-standalone kubectl delete node %s`", nodeName, nodeName)
-		}
-	}
-	return nil
+	return join.NodeNameInUse(node)
 }
 
 // RequestKubeletClientCert creates a fresh ECDSA P-256 key and a CSR for

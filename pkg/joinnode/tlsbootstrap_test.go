@@ -69,7 +69,7 @@ func TestNodeJoinAlreadyJoinedElsewhere(t *testing.T) {
 	}
 	cert := &nodecreds.KubeletClientCert{CertPEM: certPEM, KeyPEM: keyPEM}
 	files := nodecreds.NodeFiles{ConfigFile: cfgFile, UnitDir: filepath.Join(dir, "units"), Unit: []byte("[Unit]\n")}
-	if _, err := nodecreds.WriteNodeFiles(n, files, pki.EncodeCert(bundle.CAs[pki.ClusterCA].Cert), cert); err != nil {
+	if _, err := nodecreds.WriteNodeFiles(n, files, pki.EncodeCert(bundle.CAs[pki.ClusterCA].Cert), pki.EncodeCert(bundle.CAs[pki.KubeletServingCA].Cert), cert); err != nil {
 		t.Fatal(err)
 	}
 
@@ -86,19 +86,27 @@ func TestNodeJoinAlreadyJoinedElsewhere(t *testing.T) {
 	}
 }
 
+// The client-side check gives the control plane's answer (join.NodeNameInUse):
+// any Node of the name blocks, whatever its state; one being deleted does not.
 func TestCheckNodeNameFree(t *testing.T) {
-	ready := func(status corev1.ConditionStatus) *corev1.Node {
-		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: status}}}}
+	node := func(ready corev1.ConditionStatus, deleting bool) *corev1.Node {
+		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: ready}}}}
+		if deleting {
+			n.DeletionTimestamp, n.Finalizers = &metav1.Time{Time: time.Now()}, []string{"example.com/hold"}
+		}
+		return n
 	}
 	ctx := context.Background()
 	if err := CheckNodeNameFree(ctx, fake.NewClientset(), "n1"); err != nil {
 		t.Fatalf("no Node: %v", err)
 	}
-	if err := CheckNodeNameFree(ctx, fake.NewClientset(ready(corev1.ConditionFalse)), "n1"); err != nil {
-		t.Fatalf("a NotReady Node (this machine before a reset) must not block: %v", err)
+	if err := CheckNodeNameFree(ctx, fake.NewClientset(node(corev1.ConditionTrue, true)), "n1"); err != nil {
+		t.Fatalf("a Node being deleted must not block: %v", err)
 	}
-	err := CheckNodeNameFree(ctx, fake.NewClientset(ready(corev1.ConditionTrue)), "n1")
-	if err == nil || !strings.Contains(err.Error(), `a Node named "n1" already exists and is Ready`) {
-		t.Fatalf("a Ready Node of the same name: %v", err)
+	for _, ready := range []corev1.ConditionStatus{corev1.ConditionTrue, corev1.ConditionFalse} {
+		err := CheckNodeNameFree(ctx, fake.NewClientset(node(ready, false)), "n1")
+		if err == nil || err.Error() != join.NodeNameInUse(node(ready, false)).Error() || !strings.Contains(err.Error(), "vcluster-standalone kubectl delete node n1") {
+			t.Errorf("a Node n1 (Ready %s): %v", ready, err)
+		}
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -16,122 +15,83 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	certlisters "k8s.io/client-go/listers/certificates/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
+	certutil "k8s.io/client-go/util/cert"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
-	"k8s.io/kubernetes/pkg/apis/certificates"
 )
 
-const (
-	// ReasonServingApproved is the Approved condition's reason.
-	ReasonServingApproved = "ServingCertSANsMatchNode"
-	// ReasonServingNotApproved is the reason of the Event on a CSR left pending.
-	ReasonServingNotApproved = "ServingCertNotApproved"
-)
-
-// ServingDecision says whether a kubelet serving CSR may be approved; when
-// not, Why says what is wrong in one line.
-type ServingDecision struct {
-	Approve bool
-	Why     string
-}
-
-// DecideServingCSR checks a kubernetes.io/kubelet-serving CSR against the
-// Node it is for (nil if there is none): the requester must be that node, the
-// request a kubelet serving request, and its DNS and IP SANs exactly the
-// Node's hostname and addresses.
-func DecideServingCSR(csr *certv1.CertificateSigningRequest, node *corev1.Node) ServingDecision {
-	deny := func(format string, a ...any) ServingDecision { return ServingDecision{Why: fmt.Sprintf(format, a...)} }
-	name, ok := strings.CutPrefix(csr.Spec.Username, join.NodeUserPrefix)
-	if !ok || name == "" || !slices.Contains(csr.Spec.Groups, join.NodesGroup) {
-		return deny("requester %q is not a node (system:node:<name> in group %s)", csr.Spec.Username, join.NodesGroup)
-	}
-	req, err := certificates.ParseCSR(csr.Spec.Request)
-	if err != nil {
-		return deny("the request cannot be parsed: %v", err)
-	}
-	usages := sets.NewString()
-	for _, u := range csr.Spec.Usages {
-		usages.Insert(string(u))
-	}
-	if err := certificates.ValidateKubeletServingCSR(req, usages); err != nil {
-		return deny("not a kubelet serving request: %v", err)
-	}
-	if req.Subject.CommonName != csr.Spec.Username {
-		return deny("subject %q differs from the requesting node %q", req.Subject.CommonName, csr.Spec.Username)
-	}
-	if node == nil {
-		return deny("Node %s does not exist", name)
-	}
-	wantDNS, wantIPs := sets.New[string](), sets.New[string]()
-	for _, a := range node.Status.Addresses {
-		switch a.Type {
-		case corev1.NodeHostName, corev1.NodeInternalDNS, corev1.NodeExternalDNS:
-			wantDNS.Insert(a.Address)
-		case corev1.NodeInternalIP, corev1.NodeExternalIP:
-			if ip := net.ParseIP(a.Address); ip != nil {
-				wantIPs.Insert(ip.String())
-			}
-		}
-	}
-	gotDNS, gotIPs := sets.New(req.DNSNames...), sets.New[string]()
-	for _, ip := range req.IPAddresses {
-		gotIPs.Insert(ip.String())
-	}
-	if extra := gotDNS.Difference(wantDNS).Union(gotIPs.Difference(wantIPs)); extra.Len() > 0 {
-		return deny("SANs %s are not addresses of Node %s (%s)", strings.Join(sets.List(extra), ", "), name, nodeAddresses(wantDNS, wantIPs))
-	}
-	if missing := wantDNS.Difference(gotDNS).Union(wantIPs.Difference(gotIPs)); missing.Len() > 0 {
-		return deny("SANs lack %s of Node %s; they must be exactly its hostname and addresses", strings.Join(sets.List(missing), ", "), name)
-	}
-	return ServingDecision{Approve: true, Why: fmt.Sprintf("SANs match the hostname and addresses of Node %s", name)}
-}
-
-func nodeAddresses(dns, ips sets.Set[string]) string {
-	all := append(sets.List(dns), sets.List(ips)...)
-	if len(all) == 0 {
-		return "it has none yet"
-	}
-	return "it has " + strings.Join(all, ", ")
-}
-
-// isPendingServing reports whether csr is a kubelet serving CSR still waiting.
-func isPendingServing(csr *certv1.CertificateSigningRequest) bool {
-	if csr.Spec.SignerName != certv1.KubeletServingSignerName || len(csr.Status.Certificate) > 0 {
-		return false
-	}
-	for _, c := range csr.Status.Conditions {
-		if c.Type == certv1.CertificateApproved || c.Type == certv1.CertificateDenied || c.Type == certv1.CertificateFailed {
-			return false
-		}
-	}
-	return true
-}
-
-// ServingApprover approves kubelet serving CSRs whose SANs are exactly the
-// requesting Node's hostname and addresses; others stay pending with an Event
-// saying why. It re-checks pending CSRs when their Node changes.
-type ServingApprover struct {
+// CSRApprover decides the CSRs of joining and joined kubelets:
+//   - kubelet client CSRs made with a join token are approved when no Node
+//     holds the name they ask for, else denied (DecideBootstrapClientCSR);
+//     a node renewing its own is left to kube-controller-manager;
+//   - kubelet serving CSRs are approved when their SANs are exactly the
+//     requesting Node's name and addresses and none is the API server's, a
+//     service IP or another Node's (DecideServingCSR); others stay pending
+//     with an Event saying why, and are checked again when Nodes change.
+type CSRApprover struct {
 	Client func() (kubernetes.Interface, error)
+	// APIServerCert is the API server's serving certificate file: no kubelet
+	// serving certificate may name what it names.
+	APIServerCert string
+	// ServiceCIDR is the service IP range, e.g. 10.96.0.0/12 ("": not checked).
+	ServiceCIDR string
+	// HostNode returns the control-plane host's own Node name ("" or nil:
+	// none); asked at each decision, as the host's node is set up after Start.
+	HostNode func() string
 
+	policy   ServingPolicy
 	cancel   context.CancelFunc
 	done     chan struct{}
 	mu       sync.Mutex
 	reported map[string]string // CSR name -> the last reason an Event was sent for
 }
 
-func (a *ServingApprover) Name() string               { return "kubelet serving CSR approver" }
-func (a *ServingApprover) Init(context.Context) error { return nil }
+func (a *CSRApprover) Name() string { return "kubelet CSR approver" }
 
-func (a *ServingApprover) Start(context.Context) error {
+// Init reads what the serving policy refuses.
+func (a *CSRApprover) Init(context.Context) error {
+	p, err := servingPolicy(a.APIServerCert, a.ServiceCIDR)
+	if err != nil {
+		return err
+	}
+	a.policy = p
+	return nil
+}
+
+func servingPolicy(apiServerCert, serviceCIDR string) (ServingPolicy, error) {
+	var p ServingPolicy
+	if apiServerCert != "" {
+		certs, err := certutil.CertsFromFile(apiServerCert)
+		if err != nil {
+			return p, fmt.Errorf("failed to read the API server certificate for the kubelet CSR approver: %w", err)
+		}
+		p.ForbiddenDNS, p.ForbiddenIPs = certs[0].DNSNames, certs[0].IPAddresses
+	}
+	if serviceCIDR != "" {
+		_, cidr, err := net.ParseCIDR(serviceCIDR)
+		if err != nil {
+			return p, fmt.Errorf("service CIDR %q: %w", serviceCIDR, err)
+		}
+		p.ServiceCIDR = cidr
+	}
+	return p, nil
+}
+
+// decides reports whether csr is one this approver decides and still waits.
+func decides(csr *certv1.CertificateSigningRequest) bool {
+	return isPending(csr) && (csr.Spec.SignerName == certv1.KubeletServingSignerName || isBootstrapClientCSR(csr))
+}
+
+func (a *CSRApprover) Start(context.Context) error {
 	client, err := a.Client()
 	if err != nil {
 		return err
@@ -144,9 +104,9 @@ func (a *ServingApprover) Start(context.Context) error {
 	csrInformer := factory.Certificates().V1().CertificateSigningRequests()
 	nodeInformer := factory.Core().V1().Nodes()
 	queue := workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
-		workqueue.TypedRateLimitingQueueConfig[string]{Name: "serving-csr-approver"})
+		workqueue.TypedRateLimitingQueueConfig[string]{Name: "kubelet-csr-approver"})
 	enqueueCSR := func(obj any) {
-		if csr, ok := obj.(*certv1.CertificateSigningRequest); ok && isPendingServing(csr) {
+		if csr, ok := obj.(*certv1.CertificateSigningRequest); ok && decides(csr) {
 			queue.Add(csr.Name)
 		}
 	}
@@ -163,21 +123,25 @@ func (a *ServingApprover) Start(context.Context) error {
 		return err
 	}
 	csrLister := csrInformer.Lister()
-	enqueueNode := func(obj any) {
-		node, ok := obj.(*corev1.Node)
-		if !ok {
-			return
-		}
+	// A Node's change can settle its own pending serving CSRs; a Node gone
+	// frees its names for any other's.
+	enqueueServing := func(nodeName string) {
 		csrs, _ := csrLister.List(labels.Everything())
 		for _, csr := range csrs {
-			if csr.Spec.Username == join.NodeUserPrefix+node.Name && isPendingServing(csr) {
+			if isPendingServing(csr) && (nodeName == "" || csr.Spec.Username == join.NodeUserPrefix+nodeName) {
 				queue.Add(csr.Name)
 			}
 		}
 	}
+	onNode := func(obj any) {
+		if n, ok := obj.(*corev1.Node); ok {
+			enqueueServing(n.Name)
+		}
+	}
 	if _, err := nodeInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    enqueueNode,
-		UpdateFunc: func(_, obj any) { enqueueNode(obj) },
+		AddFunc:    onNode,
+		UpdateFunc: func(_, obj any) { onNode(obj) },
+		DeleteFunc: func(any) { enqueueServing("") },
 	}); err != nil {
 		cancel()
 		return err
@@ -185,7 +149,8 @@ func (a *ServingApprover) Start(context.Context) error {
 
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
-	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "vcluster-standalone-serving-csr-approver"})
+	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "vcluster-standalone-csr-approver"})
+	w := &approverWorker{a: a, client: client, csrs: csrLister, nodes: nodeInformer.Lister(), recorder: recorder}
 
 	factory.Start(ctx.Done())
 	go func() {
@@ -197,7 +162,7 @@ func (a *ServingApprover) Start(context.Context) error {
 			return
 		}
 		go wait.UntilWithContext(ctx, func(ctx context.Context) {
-			for a.processNext(ctx, client, queue, csrLister.Get, nodeInformer.Lister(), recorder) {
+			for w.processNext(ctx, queue) {
 			}
 		}, time.Second)
 		<-ctx.Done()
@@ -205,15 +170,22 @@ func (a *ServingApprover) Start(context.Context) error {
 	return nil
 }
 
-func (a *ServingApprover) processNext(ctx context.Context, client kubernetes.Interface, queue workqueue.TypedRateLimitingInterface[string],
-	getCSR func(string) (*certv1.CertificateSigningRequest, error), nodes corelisters.NodeLister, recorder record.EventRecorder) bool {
+type approverWorker struct {
+	a        *CSRApprover
+	client   kubernetes.Interface
+	csrs     certlisters.CertificateSigningRequestLister
+	nodes    corelisters.NodeLister
+	recorder record.EventRecorder
+}
+
+func (w *approverWorker) processNext(ctx context.Context, queue workqueue.TypedRateLimitingInterface[string]) bool {
 	name, shutdown := queue.Get()
 	if shutdown {
 		return false
 	}
 	defer queue.Done(name)
-	if err := a.handle(ctx, client, name, getCSR, nodes, recorder); err != nil {
-		utilruntime.HandleErrorWithContext(ctx, err, "serving CSR approval failed, retrying", "csr", name)
+	if err := w.handle(ctx, name); err != nil {
+		utilruntime.HandleErrorWithContext(ctx, err, "kubelet CSR decision failed, retrying", "csr", name)
 		queue.AddRateLimited(name)
 		return true
 	}
@@ -221,49 +193,86 @@ func (a *ServingApprover) processNext(ctx context.Context, client kubernetes.Int
 	return true
 }
 
-func (a *ServingApprover) handle(ctx context.Context, client kubernetes.Interface, name string,
-	getCSR func(string) (*certv1.CertificateSigningRequest, error), nodes corelisters.NodeLister, recorder record.EventRecorder) error {
-	csr, err := getCSR(name)
+func (w *approverWorker) handle(ctx context.Context, name string) error {
+	csr, err := w.csrs.Get(name)
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
-	if err != nil || !isPendingServing(csr) {
+	if err != nil || !decides(csr) {
 		return err
 	}
+	if csr.Spec.SignerName == certv1.KubeletServingSignerName {
+		decision, err := w.decideServing(csr)
+		if err != nil {
+			return err
+		}
+		if !decision.Approve {
+			if w.a.report(name, decision.Why) {
+				klog.InfoS("kubelet serving CSR left pending", "csr", name, "requester", csr.Spec.Username, "reason", decision.Why)
+				w.recorder.Event(csr, corev1.EventTypeWarning, ReasonServingNotApproved, decision.Why)
+			}
+			return nil
+		}
+		return w.update(ctx, csr, certv1.CertificateApproved, ReasonServingApproved, decision.Why)
+	}
+	// A join token's client CSR: the Node is read from the API server, not
+	// the cache, so a Node registered a moment ago still counts.
 	var node *corev1.Node
-	if nodeName, ok := strings.CutPrefix(csr.Spec.Username, join.NodeUserPrefix); ok {
-		if node, err = nodes.Get(nodeName); apierrors.IsNotFound(err) {
+	if nodeName := requestedNodeName(csr); nodeName != "" {
+		if node, err = w.client.CoreV1().Nodes().Get(ctx, nodeName, metav1.GetOptions{}); apierrors.IsNotFound(err) {
 			node = nil
 		} else if err != nil {
 			return err
 		}
 	}
-	decision := DecideServingCSR(csr, node)
+	decision := DecideBootstrapClientCSR(csr, node)
 	if !decision.Approve {
-		if a.report(name, decision.Why) {
-			klog.InfoS("kubelet serving CSR left pending", "csr", name, "requester", csr.Spec.Username, "reason", decision.Why)
-			recorder.Event(csr, corev1.EventTypeWarning, ReasonServingNotApproved, decision.Why)
-		}
-		return nil
+		klog.InfoS("kubelet client CSR of a join token denied", "csr", name, "requester", csr.Spec.Username, "reason", decision.Why)
+		w.recorder.Event(csr, corev1.EventTypeWarning, ReasonClientDenied, decision.Why)
+		return w.update(ctx, csr, certv1.CertificateDenied, ReasonClientDenied, decision.Why)
 	}
+	return w.update(ctx, csr, certv1.CertificateApproved, ReasonClientApproved, decision.Why)
+}
+
+func (w *approverWorker) decideServing(csr *certv1.CertificateSigningRequest) (Decision, error) {
+	nodes, err := w.nodes.List(labels.Everything())
+	if err != nil {
+		return Decision{}, err
+	}
+	var node *corev1.Node
+	if name, ok := strings.CutPrefix(csr.Spec.Username, join.NodeUserPrefix); ok {
+		for _, n := range nodes {
+			if n.Name == name {
+				node = n
+			}
+		}
+	}
+	p := w.a.policy
+	if w.a.HostNode != nil {
+		p.HostNode = w.a.HostNode()
+	}
+	return DecideServingCSR(csr, node, nodes, p), nil
+}
+
+// update adds an Approved or Denied condition.
+func (w *approverWorker) update(ctx context.Context, csr *certv1.CertificateSigningRequest, kind certv1.RequestConditionType, reason, why string) error {
 	csr = csr.DeepCopy()
 	csr.Status.Conditions = append(csr.Status.Conditions, certv1.CertificateSigningRequestCondition{
-		Type: certv1.CertificateApproved, Status: corev1.ConditionTrue,
-		Reason: ReasonServingApproved, Message: decision.Why, LastUpdateTime: metav1.Now(),
+		Type: kind, Status: corev1.ConditionTrue, Reason: reason, Message: why, LastUpdateTime: metav1.Now(),
 	})
-	if _, err := client.CertificatesV1().CertificateSigningRequests().UpdateApproval(ctx, name, csr, metav1.UpdateOptions{}); err != nil {
+	if _, err := w.client.CertificatesV1().CertificateSigningRequests().UpdateApproval(ctx, csr.Name, csr, metav1.UpdateOptions{}); err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil
 		}
-		return fmt.Errorf("failed to approve CSR %s: %w", name, err)
+		return fmt.Errorf("failed to set %s on CSR %s: %w", kind, csr.Name, err)
 	}
-	klog.InfoS("approved kubelet serving CSR", "csr", name, "requester", csr.Spec.Username)
-	a.forget(name)
+	klog.InfoS("kubelet CSR decided", "csr", csr.Name, "requester", csr.Spec.Username, "condition", kind, "reason", why)
+	w.a.forget(csr.Name)
 	return nil
 }
 
 // report returns true when why was not yet reported for this CSR.
-func (a *ServingApprover) report(name, why string) bool {
+func (a *CSRApprover) report(name, why string) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.reported[name] == why {
@@ -273,14 +282,14 @@ func (a *ServingApprover) report(name, why string) bool {
 	return true
 }
 
-func (a *ServingApprover) forget(name string) {
+func (a *CSRApprover) forget(name string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	delete(a.reported, name)
 }
 
 // Stop ends the controller and waits for it; safe in any state.
-func (a *ServingApprover) Stop() error {
+func (a *CSRApprover) Stop() error {
 	if a.cancel == nil {
 		return nil
 	}

@@ -22,14 +22,14 @@ import (
 
 // Names of the objects EnsureClusterObjects manages.
 const (
-	BootstrapperBinding   = "vcluster-standalone:kubelet-bootstrap"
-	AutoApproveBinding    = "vcluster-standalone:node-autoapprove-bootstrap"
-	AutoRenewBinding      = "vcluster-standalone:node-autoapprove-certificate-rotation"
-	GetNodesRole          = "vcluster-standalone:get-nodes"
-	ClusterInfoReaderRole = "vcluster-standalone:bootstrap-signer-clusterinfo"
-
-	nodeClientApprovalRole = "system:certificates.k8s.io:certificatesigningrequests:nodeclient"
-	selfNodeClientRole     = "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient"
+	BootstrapperBinding        = "vcluster-standalone:kubelet-bootstrap"
+	AutoRenewBinding           = "vcluster-standalone:node-autoapprove-certificate-rotation"
+	GetNodesRole               = "vcluster-standalone:get-nodes"
+	ClusterInfoReaderRole      = "vcluster-standalone:bootstrap-signer-clusterinfo"
+	KubeletServingCAReaderRole = "vcluster-standalone:kubelet-serving-ca-reader"
+	selfNodeClientRole         = "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient"
+	// RemovedAutoApproveBinding is deleted where an earlier release made it.
+	RemovedAutoApproveBinding = "vcluster-standalone:node-autoapprove-bootstrap"
 )
 
 var managedBy = map[string]string{"app.kubernetes.io/managed-by": "vcluster-standalone"}
@@ -44,15 +44,30 @@ func ClusterInfoKubeconfig(server string, caPEM []byte) ([]byte, error) {
 }
 
 // EnsureClusterObjects creates or repairs what joining nodes rely on: the
-// RBAC of bootstrap tokens and nodes, and the cluster-info ConfigMap that
-// bootstrapsigner signs with every token, readable anonymously.
-func EnsureClusterObjects(ctx context.Context, client kubernetes.Interface, server string, caPEM []byte) error {
+// RBAC of bootstrap tokens and nodes, the cluster-info ConfigMap that
+// bootstrapsigner signs with every token, readable anonymously, and the
+// kubelet-serving CA certificate, readable by nodes and join tokens.
+func EnsureClusterObjects(ctx context.Context, client kubernetes.Interface, server string, caPEM, kubeletServingCAPEM []byte) error {
 	kubeconfig, err := ClusterInfoKubeconfig(server, caPEM)
 	if err != nil {
 		return err
 	}
 	if err := ensureClusterInfo(ctx, client, string(kubeconfig)); err != nil {
 		return err
+	}
+	if err := ensureKubeletServingCA(ctx, client, kubeletServingCAPEM); err != nil {
+		return err
+	}
+	// Earlier releases let kube-controller-manager approve every join
+	// token's client CSR through this binding; CSRApprover decides them now,
+	// refusing names a Node holds.
+	if _, err := client.RbacV1().ClusterRoleBindings().Get(ctx, RemovedAutoApproveBinding, metav1.GetOptions{}); err == nil {
+		err = client.RbacV1().ClusterRoleBindings().Delete(ctx, RemovedAutoApproveBinding, metav1.DeleteOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return wrap(err, "delete", "ClusterRoleBinding "+RemovedAutoApproveBinding)
+		}
+	} else if !apierrors.IsNotFound(err) {
+		return wrap(err, "read", "ClusterRoleBinding "+RemovedAutoApproveBinding)
 	}
 	for _, cr := range []*rbacv1.ClusterRole{{
 		ObjectMeta: metav1.ObjectMeta{Name: GetNodesRole, Labels: managedBy},
@@ -65,7 +80,6 @@ func EnsureClusterObjects(ctx context.Context, client kubernetes.Interface, serv
 	}
 	for _, crb := range []*rbacv1.ClusterRoleBinding{
 		clusterRoleBinding(BootstrapperBinding, "system:node-bootstrapper", join.NodeBootstrapGroup),
-		clusterRoleBinding(AutoApproveBinding, nodeClientApprovalRole, join.NodeBootstrapGroup),
 		clusterRoleBinding(AutoRenewBinding, selfNodeClientRole, user.NodesGroup),
 		clusterRoleBinding(GetNodesRole, GetNodesRole, join.NodeBootstrapGroup),
 	} {
@@ -115,6 +129,42 @@ func ensureClusterInfo(ctx context.Context, client kubernetes.Interface, kubecon
 	existing.Data[bootstrapapi.KubeConfigKey] = kubeconfig
 	_, err = api.Update(ctx, existing, metav1.UpdateOptions{})
 	return wrap(err, "update", "ConfigMap kube-public/cluster-info")
+}
+
+// ensureKubeletServingCA publishes the kubelet-serving CA certificate and
+// lets nodes and join tokens read it (that ConfigMap only).
+func ensureKubeletServingCA(ctx context.Context, client kubernetes.Interface, caPEM []byte) error {
+	ns, name := join.KubeletServingCANamespace, join.KubeletServingCAConfigMap
+	want := map[string]string{join.KubeletServingCAKey: string(caPEM)}
+	api := client.CoreV1().ConfigMaps(ns)
+	_, err := api.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: managedBy}, Data: want}, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		var existing *corev1.ConfigMap
+		if existing, err = api.Get(ctx, name, metav1.GetOptions{}); err == nil && !reflect.DeepEqual(existing.Data, want) {
+			existing.Data = want
+			_, err = api.Update(ctx, existing, metav1.UpdateOptions{})
+		}
+	}
+	if err != nil {
+		return wrap(err, "publish", "ConfigMap "+ns+"/"+name)
+	}
+	role := &rbacv1.Role{
+		ObjectMeta: metav1.ObjectMeta{Name: KubeletServingCAReaderRole, Namespace: ns, Labels: managedBy},
+		Rules: []rbacv1.PolicyRule{{
+			Verbs: []string{"get"}, APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{name},
+		}},
+	}
+	if err := ensureRole(ctx, client, role); err != nil {
+		return err
+	}
+	return ensureRoleBinding(ctx, client, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: KubeletServingCAReaderRole, Namespace: ns, Labels: managedBy},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: KubeletServingCAReaderRole},
+		Subjects: []rbacv1.Subject{
+			{APIGroup: rbacv1.GroupName, Kind: rbacv1.GroupKind, Name: user.NodesGroup},
+			{APIGroup: rbacv1.GroupName, Kind: rbacv1.GroupKind, Name: join.NodeBootstrapGroup},
+		},
+	})
 }
 
 func clusterRoleBinding(name, role, group string) *rbacv1.ClusterRoleBinding {
@@ -219,6 +269,8 @@ type ClusterObjects struct {
 	Client func() (kubernetes.Interface, error)
 	Server string // https://<advertiseAddress>:<apiPort>
 	CAFile string // the cluster CA certificate (PEM)
+	// KubeletServingCAFile is the kubelet-serving CA certificate (PEM), published for nodes.
+	KubeletServingCAFile string
 }
 
 func (c *ClusterObjects) Name() string               { return "join objects" }
@@ -230,6 +282,10 @@ func (c *ClusterObjects) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("failed to read the cluster CA: %w", err)
 	}
+	servingCAPEM, err := os.ReadFile(c.KubeletServingCAFile)
+	if err != nil {
+		return fmt.Errorf("failed to read the kubelet-serving CA: %w", err)
+	}
 	client, err := c.Client()
 	if err != nil {
 		return err
@@ -238,7 +294,7 @@ func (c *ClusterObjects) Start(ctx context.Context) error {
 	// be creating kube-public.
 	var last error
 	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		last = EnsureClusterObjects(ctx, client, c.Server, caPEM)
+		last = EnsureClusterObjects(ctx, client, c.Server, caPEM, servingCAPEM)
 		return last == nil, nil
 	})
 	if err != nil && last != nil {

@@ -17,7 +17,8 @@ import (
 
 // newMirror is the registry mirror component of this node: it serves with
 // the kubelet's serving certificate, accepts node client certificates signed
-// by the cluster CA, and pulls from peers with the kubelet's client pair.
+// by the cluster CA, and pulls from peers with the kubelet's client pair,
+// verifying them with the kubelet-serving CA.
 func newMirror(o Options, cs kubernetes.Interface) *mirror.Mirror {
 	n := o.Node
 	return mirror.New(mirror.Options{
@@ -45,7 +46,7 @@ func writeRegistryHosts(n *config.Node, registriesFile string, peers []string) e
 	if !n.MirrorEnabled() {
 		peers = nil
 	}
-	pm := PeerMirrors{Endpoints: peers, CAFile: n.CAFile(), CertFile: n.KubeletClientCertFile()}
+	pm := PeerMirrors{Endpoints: peers, CAFile: n.KubeletServingCAFile(), CertFile: n.KubeletClientCertFile()}
 	if err := r.WriteHostsDir(registryHostsDir(n), pm); err != nil {
 		return err
 	}

@@ -65,6 +65,7 @@ func Run(ctx context.Context, o Options) error {
 // components is the node, in start order.
 func components(o Options, cs kubernetes.Interface, s config.ClusterSettings, host Host) []component.Component {
 	parts := []component.Component{
+		newServingCARefresh(cs, o.Node, o.Progress),
 		NewContainerd(o.Node, host, o.Self, o.RegistriesFile, o.Logs),
 		NewImageImport(o.Node, o.Progress),
 		newMirror(o, cs),

@@ -2,16 +2,21 @@ package node
 
 import (
 	"context"
+	"crypto/x509"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/containerd/containerd/v2/core/remotes/docker"
 	dockerconfig "github.com/containerd/containerd/v2/core/remotes/docker/config"
 	certutil "k8s.io/client-go/util/cert"
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
 )
 
 // writeTestPair writes a self-signed certificate and its key into one PEM
@@ -101,5 +106,46 @@ func TestRegistryHostsRememberPeersAcrossStarts(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(registryHostsDir(n), defaultHostsDir)); !os.IsNotExist(err) {
 		t.Errorf("disabled mirror left peer hosts (%v)", err)
+	}
+}
+
+// Peers serve with kubelet serving certificates, which the kubelet-serving CA
+// signs: containerd must trust that CA for them, and not the cluster CA.
+func TestPeerMirrorsTrustTheKubeletServingCA(t *testing.T) {
+	n := testNode(t)
+	bundle, _, err := pki.Ensure(pki.Params{Dir: filepath.Join(t.TempDir(), "cp"), Hostname: "cp", AdvertiseIP: net.ParseIP("192.0.2.10"),
+		ServiceIP: net.ParseIP("10.96.0.1"), ClusterDomain: "cluster.local"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, ca := range map[string]string{n.CAFile(): pki.ClusterCA, n.KubeletServingCAFile(): pki.KubeletServingCA} {
+		if err := pki.WriteFileAtomic(path, pki.EncodeCert(bundle.CAs[ca].Cert), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeTestPair(t, n.KubeletClientCertFile())
+	if err := writeRegistryHosts(n, filepath.Join(t.TempDir(), "registries.yaml"), []string{"https://10.0.0.12:6445"}); err != nil {
+		t.Fatal(err)
+	}
+	hosts, err := dockerconfig.ConfigureHosts(context.Background(), dockerconfig.HostOptions{HostDir: dockerconfig.HostDirFromRoot(registryHostsDir(n))})("docker.io")
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(hosts, func(h docker.RegistryHost) bool { return h.Host == "10.0.0.12:6445" })
+	if i < 0 {
+		t.Fatalf("no peer host in %+v", hosts)
+	}
+	roots := hosts[i].Client.Transport.(*http.Transport).TLSClientConfig.RootCAs
+	for ca, wantOK := range map[string]bool{pki.KubeletServingCA: true, pki.ClusterCA: false} {
+		certPEM, _, err := bundle.Issue(pki.CertSpec{Name: "peer", CA: ca, CommonName: "system:node:worker-2", IPs: []net.IP{net.ParseIP("10.0.0.12")},
+			Usages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		certs, _ := certutil.ParseCertsPEM(certPEM)
+		_, err = certs[0].Verify(x509.VerifyOptions{Roots: roots, DNSName: "10.0.0.12"})
+		if (err == nil) != wantOK {
+			t.Errorf("a peer certificate signed by %s: verify error %v, want accepted=%v", ca, err, wantOK)
+		}
 	}
 }

@@ -82,7 +82,7 @@ func mirrorCheck(ctx context.Context, n *config.Node, node *corev1.Node, nodeErr
 	if err != nil {
 		return Check{part, false, err.Error()}
 	}
-	ca, err := os.ReadFile(n.CAFile())
+	ca, err := os.ReadFile(n.KubeletServingCAFile())
 	if err != nil {
 		return Check{part, false, err.Error()}
 	}

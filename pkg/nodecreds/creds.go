@@ -122,17 +122,21 @@ type NodeFiles struct {
 // UnitPath is where the node-agent unit is written.
 func (f NodeFiles) UnitPath() string { return filepath.Join(f.UnitDir, join.NodeUnit) }
 
-// WriteNodeFiles writes a joined node's files: the cluster CA, the kubelet
-// client certificate (kubelet's rotating layout), the kubelet kubeconfig, the
-// unit and, last, the node config that marks the node as joined. Both
-// `node-agent join` and the control plane (for its own host) use it, so every
-// node has the same layout. It returns the client certificate's path.
-func WriteNodeFiles(n *config.Node, f NodeFiles, caPEM []byte, cert *KubeletClientCert) (string, error) {
+// WriteNodeFiles writes a joined node's files: the cluster CA, the
+// kubelet-serving CA, the kubelet client certificate (kubelet's rotating
+// layout), the kubelet kubeconfig, the unit and, last, the node config that
+// marks the node as joined. Both `node-agent join` and the control plane (for
+// its own host) use it, so every node has the same layout. It returns the
+// client certificate's path.
+func WriteNodeFiles(n *config.Node, f NodeFiles, caPEM, kubeletServingCAPEM []byte, cert *KubeletClientCert) (string, error) {
 	if err := os.MkdirAll(n.DataDir, 0o700); err != nil {
 		return "", fmt.Errorf("failed to create %s: %v", n.DataDir, err)
 	}
 	if err := pki.WriteFileAtomic(n.CAFile(), caPEM, 0o644); err != nil {
 		return "", fmt.Errorf("failed to write %s: %v", n.CAFile(), err)
+	}
+	if _, err := WriteKubeletServingCA(n, kubeletServingCAPEM); err != nil {
+		return "", err
 	}
 	certFile, err := StoreKubeletClientCert(n.PKIDir(), cert)
 	if err != nil {

@@ -126,7 +126,9 @@ func rawGet(t *testing.T, host, pin, path string) (int, string) {
 }
 
 // TestJoinCertificateApproval: a bootstrap token gets a node client
-// certificate approved; a node renews its own but not another node's; the
+// certificate for a free name approved (by the control plane's CSR
+// approver); a node renews its own (kube-controller-manager) but not another
+// node's; the
 // serving approver signs SANs matching the Node and leaves others pending
 // with an Event.
 func TestJoinCertificateApproval(t *testing.T) {
@@ -148,7 +150,7 @@ func TestJoinCertificateApproval(t *testing.T) {
 	bootstrap := requestCSR(t, bearerClient(t, cp, tok.token), "bootstrap", "system:node:node-c", certv1.KubeAPIServerClientKubeletSignerName, clientUsages, nil, nil)
 	renewal := requestCSR(t, nodeA, "renewal", "system:node:node-a", certv1.KubeAPIServerClientKubeletSignerName, clientUsages, nil, nil)
 	serving := requestCSR(t, nodeA, "serving", "system:node:node-a", certv1.KubeletServingSignerName, servingUsages, []string{"node-a"}, []net.IP{net.ParseIP("10.0.0.5")})
-	for name, reason := range map[string]string{bootstrap: "AutoApproved", renewal: "AutoApproved", serving: joinserver.ReasonServingApproved} {
+	for name, reason := range map[string]string{bootstrap: joinserver.ReasonClientApproved, renewal: "AutoApproved", serving: joinserver.ReasonServingApproved} {
 		mustPoll(t, 30*time.Second, "CSR "+name+" approved and signed", func(ctx context.Context) error {
 			c, err := admin.CertificatesV1().CertificateSigningRequests().Get(ctx, name, metav1.GetOptions{})
 			if err != nil {

@@ -14,6 +14,7 @@ import (
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
@@ -181,7 +182,7 @@ func TestJoinObjectsRepaired(t *testing.T) {
 	cp.start()
 	ctx := context.Background()
 	admin := cp.client()
-	crb, err := admin.RbacV1().ClusterRoleBindings().Get(ctx, joinserver.AutoApproveBinding, metav1.GetOptions{})
+	crb, err := admin.RbacV1().ClusterRoleBindings().Get(ctx, joinserver.BootstrapperBinding, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,14 +193,34 @@ func TestJoinObjectsRepaired(t *testing.T) {
 	if err := admin.RbacV1().RoleBindings("kube-public").Delete(ctx, joinserver.ClusterInfoReaderRole, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// What an earlier release made: kube-controller-manager approving every
+	// join token's client CSR, whatever name it asks for.
+	legacy := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: joinserver.RemovedAutoApproveBinding},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "system:certificates.k8s.io:certificatesigningrequests:nodeclient"},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.GroupKind, Name: join.NodeBootstrapGroup}},
+	}
+	if _, err := admin.RbacV1().ClusterRoleBindings().Create(ctx, legacy, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	cp.stop()
 	cp.start()
-	crb, err = admin.RbacV1().ClusterRoleBindings().Get(ctx, joinserver.AutoApproveBinding, metav1.GetOptions{})
+	crb, err = admin.RbacV1().ClusterRoleBindings().Get(ctx, joinserver.BootstrapperBinding, metav1.GetOptions{})
 	if err != nil || len(crb.Subjects) != 1 || crb.Subjects[0].Name != join.NodeBootstrapGroup {
-		t.Errorf("auto-approve binding not repaired: %v %+v", err, crb)
+		t.Errorf("bootstrapper binding not repaired: %v %+v", err, crb)
 	}
 	if _, err := admin.RbacV1().RoleBindings("kube-public").Get(ctx, joinserver.ClusterInfoReaderRole, metav1.GetOptions{}); err != nil {
 		t.Errorf("cluster-info reader binding not restored: %v", err)
+	}
+	if _, err := admin.RbacV1().ClusterRoleBindings().Get(ctx, joinserver.RemovedAutoApproveBinding, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the generic auto-approval of join tokens' CSRs is still bound: %v", err)
+	}
+	// Nothing else lets a join token's CSR be approved by kube-controller-manager.
+	sar := sarFor("system:bootstrap:abcdef", "create", "certificates.k8s.io", "certificatesigningrequests")
+	sar.Spec.Groups = []string{"system:bootstrappers", join.NodeBootstrapGroup, "system:authenticated"}
+	sar.Spec.ResourceAttributes.Subresource = "nodeclient"
+	if got, err := admin.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{}); err != nil || got.Status.Allowed {
+		t.Errorf("join tokens may still be approved as nodeclient: %v %+v", err, got.Status)
 	}
 }
 

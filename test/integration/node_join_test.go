@@ -310,7 +310,7 @@ func TestNodeJoin(t *testing.T) {
 		}
 	})
 
-	t.Run("a Ready Node of the same name blocks the join; a NotReady one does not", func(t *testing.T) {
+	t.Run("a Node of the same name blocks the join, Ready or not, until it is deleted", func(t *testing.T) {
 		ctx := context.Background()
 		nodes := jc.admin.CoreV1().Nodes()
 		if _, err := nodes.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-r"}}, metav1.CreateOptions{}); err != nil {
@@ -332,14 +332,21 @@ func TestNodeJoin(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		setReady(corev1.ConditionTrue)
-		_, err := jc.nodeJoin(newNJDirs(t), jc.server, token, "node-r", &njServices{}).Run(ctx)
-		if err == nil || !strings.Contains(err.Error(), `a Node named "node-r" already exists and is Ready`) {
-			t.Fatalf("joining under a Ready node's name: %v", err)
+		// A NotReady Node is no proof the name is free: a token holder could
+		// take a powered-off node's name. The control plane decides the same
+		// (TestKubeletTrustChain attacks it past this check).
+		for _, status := range []corev1.ConditionStatus{corev1.ConditionTrue, corev1.ConditionFalse} {
+			setReady(status)
+			_, err := jc.nodeJoin(newNJDirs(t), jc.server, token, "node-r", &njServices{}).Run(ctx)
+			if err == nil || !strings.Contains(err.Error(), `a Node named "node-r" already exists`) || !strings.Contains(err.Error(), "vcluster-standalone kubectl delete node node-r") {
+				t.Fatalf("joining under a Node's name (Ready %s): %v", status, err)
+			}
 		}
-		setReady(corev1.ConditionFalse)
+		if err := nodes.Delete(ctx, "node-r", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
 		if _, err := jc.nodeJoin(newNJDirs(t), jc.server, token, "node-r", &njServices{}).Run(ctx); err != nil {
-			t.Fatalf("joining under a NotReady node's name: %v", err)
+			t.Fatalf("joining under a deleted Node's name: %v", err)
 		}
 	})
 
@@ -362,7 +369,11 @@ func TestNodeJoin(t *testing.T) {
 		if _, err := jc.njKubeletClient(t, nodeA).CoreV1().Nodes().Create(context.Background(), node, metav1.CreateOptions{}); err != nil {
 			t.Fatalf("re-joined node registers again: %v", err)
 		}
-		// A join interrupted before its last step (the config file) is done again.
+		// A join interrupted before its last step (the config file) is done
+		// again. It never started the kubelet, so no Node was registered.
+		if err := jc.admin.CoreV1().Nodes().Delete(context.Background(), "node-a", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
 		os.Remove(nodeA.config)
 		res, err := jc.nodeJoin(nodeA, jc.server, token, "node-a", &njServices{}).Run(context.Background())
 		if err != nil || res.AlreadyJoined {

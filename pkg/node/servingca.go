@@ -1,0 +1,75 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/nodecreds"
+)
+
+// servingCARefreshInterval is how often a running node re-reads the
+// published kubelet-serving CA.
+const servingCARefreshInterval = 5 * time.Minute
+
+// servingCARefresh keeps the node's copy of the kubelet-serving CA, which
+// verifies the other nodes' registry mirrors, as the control plane publishes
+// it: at start and then periodically. containerd reads the file at every pull
+// through a peer, so a rotated CA takes effect without a restart. An
+// unreachable control plane is no error: the copy from join or the last
+// refresh stays.
+type servingCARefresh struct {
+	client   kubernetes.Interface
+	node     *config.Node
+	interval time.Duration
+	log      io.Writer
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func newServingCARefresh(cs kubernetes.Interface, n *config.Node, log io.Writer) *servingCARefresh {
+	return &servingCARefresh{client: cs, node: n, interval: servingCARefreshInterval, log: log}
+}
+
+func (r *servingCARefresh) Name() string               { return "kubelet-serving CA refresh" }
+func (r *servingCARefresh) Init(context.Context) error { return nil }
+
+func (r *servingCARefresh) Start(ctx context.Context) error {
+	r.refresh(ctx)
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	r.cancel, r.done = cancel, make(chan struct{})
+	go func() {
+		defer close(r.done)
+		wait.UntilWithContext(runCtx, r.refresh, r.interval)
+	}()
+	return nil
+}
+
+func (r *servingCARefresh) refresh(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	changed, err := nodecreds.RefreshKubeletServingCA(ctx, r.client, r.node)
+	switch {
+	case err != nil:
+		fmt.Fprintf(r.log, "kubelet-serving CA not refreshed (keeping %s): %v\n", r.node.KubeletServingCAFile(), err)
+	case changed:
+		fmt.Fprintf(r.log, "kubelet-serving CA updated in %s\n", r.node.KubeletServingCAFile())
+	}
+}
+
+// Stop ends the refresh loop; safe in any state.
+func (r *servingCARefresh) Stop() error {
+	if r.cancel == nil {
+		return nil
+	}
+	r.cancel()
+	<-r.done
+	r.cancel = nil
+	return nil
+}

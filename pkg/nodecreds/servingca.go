@@ -1,0 +1,72 @@
+package nodecreds
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	certutil "k8s.io/client-go/util/cert"
+
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
+)
+
+// FetchKubeletServingCA reads the kubelet-serving CA certificate the control
+// plane publishes (join.KubeletServingCAConfigMap), with a join token's or a
+// node's client, and checks it holds CA certificates only.
+func FetchKubeletServingCA(ctx context.Context, client kubernetes.Interface) ([]byte, error) {
+	ns, name := join.KubeletServingCANamespace, join.KubeletServingCAConfigMap
+	cm, err := client.CoreV1().ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("failed to read the kubelet-serving CA from ConfigMap %s/%s: %w", ns, name, err)
+	}
+	caPEM := []byte(cm.Data[join.KubeletServingCAKey])
+	if err := checkCAs(caPEM); err != nil {
+		return nil, fmt.Errorf("ConfigMap %s/%s key %s: %v", ns, name, join.KubeletServingCAKey, err)
+	}
+	return caPEM, nil
+}
+
+func checkCAs(caPEM []byte) error {
+	certs, err := certutil.ParseCertsPEM(caPEM)
+	if err != nil {
+		return fmt.Errorf("not a PEM certificate: %v", err)
+	}
+	for _, c := range certs {
+		if !c.IsCA {
+			return fmt.Errorf("%s is not a CA certificate", c.Subject)
+		}
+	}
+	return nil
+}
+
+// WriteKubeletServingCA writes the kubelet-serving CA certificate to the
+// node's pki dir (0644: it is no secret) unless it already holds it; it
+// reports whether the file changed.
+func WriteKubeletServingCA(n *config.Node, caPEM []byte) (bool, error) {
+	if err := checkCAs(caPEM); err != nil {
+		return false, fmt.Errorf("kubelet-serving CA: %v", err)
+	}
+	path := n.KubeletServingCAFile()
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, caPEM) {
+		return false, nil
+	}
+	if err := pki.WriteFileAtomic(path, caPEM, 0o644); err != nil {
+		return false, fmt.Errorf("failed to write %s: %v", path, err)
+	}
+	return true, nil
+}
+
+// RefreshKubeletServingCA fetches the published kubelet-serving CA and
+// writes it when it changed (a CA rotation reaches the node this way).
+func RefreshKubeletServingCA(ctx context.Context, client kubernetes.Interface, n *config.Node) (bool, error) {
+	caPEM, err := FetchKubeletServingCA(ctx, client)
+	if err != nil {
+		return false, err
+	}
+	return WriteKubeletServingCA(n, caPEM)
+}
