@@ -26,6 +26,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	certutil "k8s.io/client-go/util/cert"
+	"k8s.io/client-go/util/keyutil"
 	"k8s.io/client-go/util/certificate/csr"
 	"k8s.io/client-go/util/retry"
 
@@ -237,6 +238,13 @@ func setAddresses(t *testing.T, client kubernetes.Interface, name string, addres
 
 func requestCSR(t *testing.T, client kubernetes.Interface, prefix, cn, signer string, usages []certv1.KeyUsage, dns []string, ips []net.IP) string {
 	t.Helper()
+	name, _ := requestCSRWithKey(t, client, prefix, cn, signer, usages, dns, ips)
+	return name
+}
+
+// requestCSRWithKey is requestCSR that also returns the private key (PEM).
+func requestCSRWithKey(t *testing.T, client kubernetes.Interface, prefix, cn, signer string, usages []certv1.KeyUsage, dns []string, ips []net.IP) (string, []byte) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -249,7 +257,11 @@ func requestCSR(t *testing.T, client kubernetes.Interface, prefix, cn, signer st
 	if err != nil {
 		t.Fatalf("create CSR %s for %s: %v", prefix, cn, err)
 	}
-	return name
+	keyPEM, err := keyutil.MarshalPrivateKeyToPEM(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return name, keyPEM
 }
 
 // approvalReason returns the reason of the Approved condition, or "".

@@ -8,7 +8,6 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"fmt"
 	"net"
 	"net/http"
@@ -56,9 +55,7 @@ func TestKubeletTrustChain(t *testing.T) {
 		// Control: a node asking for exactly its own name and address is approved.
 		honest := certClient(t, cp, "system:node:honest", "system:nodes")
 		selfRegister(t, honest, "honest", 0, hostnameAddr("honest"), internalIPAddr("10.20.0.8"))
-		if _, err := servingCert(t, honest, "honest", []string{"honest"}, []string{"10.20.0.8"}, 60*time.Second); err != nil {
-			t.Fatalf("the honest node's serving CSR: %v", err)
-		}
+		servingPair(t, admin, honest, "honest", []string{"honest"}, []string{"10.20.0.8"})
 		for _, attack := range []struct {
 			node string
 			dns  []string
@@ -82,10 +79,7 @@ func TestKubeletTrustChain(t *testing.T) {
 				addrs = append(addrs, internalIPAddr(ip))
 			}
 			selfRegister(t, node, attack.node, 0, addrs...)
-			name, err := servingCert(t, node, attack.node, attack.dns, attack.ips, 0)
-			if err != nil {
-				t.Fatalf("%s: %v", attack.node, err)
-			}
+			name := servingCert(t, node, attack.node, attack.dns, attack.ips)
 			event := waitWarning(t, admin, name, joinserver.ReasonServingNotApproved)
 			for _, w := range attack.want {
 				if !strings.Contains(event.Message, w) {
@@ -261,32 +255,18 @@ func selfRegister(t *testing.T, node kubernetes.Interface, name string, kubeletP
 }
 
 // servingCert asks, as the node, for a kubelet serving certificate with
-// these SANs; with wait > 0 it waits for the certificate. It returns the
-// CSR's name.
-func servingCert(t *testing.T, node kubernetes.Interface, name string, dns, ips []string, wait time.Duration) (string, error) {
+// these SANs and returns the CSR's name.
+func servingCert(t *testing.T, node kubernetes.Interface, name string, dns, ips []string) string {
 	t.Helper()
-	csrName, _, err := createServingCSR(t, node, name, dns, ips)
-	if err != nil || wait == 0 {
-		return csrName, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	got, err := node.CertificatesV1().CertificateSigningRequests().Get(ctx, csrName, metav1.GetOptions{})
-	if err != nil {
-		return csrName, err
-	}
-	_, err = csr.WaitForCertificate(ctx, node, csrName, got.UID)
-	return csrName, err
+	csrName, _ := createServingCSR(t, node, name, dns, ips)
+	return csrName
 }
 
 // servingPair is a kubelet serving certificate and key issued to the node
 // through the CSR flow.
 func servingPair(t *testing.T, admin, node kubernetes.Interface, name string, dns, ips []string) (certPEM, keyPEM []byte) {
 	t.Helper()
-	csrName, keyPEM, err := createServingCSR(t, node, name, dns, ips)
-	if err != nil {
-		t.Fatal(err)
-	}
+	csrName, keyPEM := createServingCSR(t, node, name, dns, ips)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	got, err := node.CertificatesV1().CertificateSigningRequests().Get(ctx, csrName, metav1.GetOptions{})
@@ -300,24 +280,14 @@ func servingPair(t *testing.T, admin, node kubernetes.Interface, name string, dn
 	return certPEM, keyPEM
 }
 
-func createServingCSR(t *testing.T, node kubernetes.Interface, name string, dns, ips []string) (string, []byte, error) {
+func createServingCSR(t *testing.T, node kubernetes.Interface, name string, dns, ips []string) (string, []byte) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var netIPs []net.IP
 	for _, ip := range ips {
 		netIPs = append(netIPs, net.ParseIP(ip))
 	}
-	req, err := certutil.MakeCSR(key, &pkix.Name{CommonName: "system:node:" + name, Organization: []string{"system:nodes"}}, dns, netIPs)
-	if err != nil {
-		t.Fatal(err)
-	}
 	usages := []certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature, certificatesv1.UsageServerAuth}
-	csrName, _, err := csr.RequestCertificateWithContext(context.Background(), node, req, "", certificatesv1.KubeletServingSignerName, nil, usages, key)
-	keyPEM, _ := keyutil.MarshalPrivateKeyToPEM(key)
-	return csrName, keyPEM, err
+	return requestCSRWithKey(t, node, "serving", "system:node:"+name, certificatesv1.KubeletServingSignerName, usages, dns, netIPs)
 }
 
 // warnings are the messages of the Warning Events on a CSR.
