@@ -145,6 +145,17 @@ func TestPodOnPrivateNode(t *testing.T) {
 		}
 	})
 
+	// The API server verifies every kubelet with the kubelet-serving CA: the
+	// node metrics of each node, control plane's included, come through.
+	t.Run("node metrics", func(t *testing.T) {
+		for _, n := range allNodes {
+			r := kubectl(t, "get", "--raw", "/api/v1/nodes/"+n+"/proxy/metrics")
+			if r.code != 0 || !strings.Contains(r.stdout, "kubelet_") {
+				t.Errorf("%s: node metrics through the API server: %s", n, r)
+			}
+		}
+	})
+
 	t.Run("cp", func(t *testing.T) {
 		dir := t.TempDir()
 		data := make([]byte, 256<<10)

@@ -150,8 +150,15 @@ func testRegistryMirror(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// Mirrors serve with kubelet serving certificates: nodes verify them
+		// with the kubelet-serving CA the control plane publishes, not the
+		// cluster CA (which signs none).
 		pool := x509.NewCertPool()
-		pool.AppendCertsFromPEM(cfg.TLSClientConfig.CAData)
+		if !pool.AppendCertsFromPEM([]byte(mustInNode(t, mirrorPuller, "cat", "/var/lib/node-agent/pki/kubelet-serving-ca.crt"))) {
+			t.Fatalf("%s has no kubelet-serving CA", mirrorPuller)
+		}
+		clusterCA := x509.NewCertPool()
+		clusterCA.AppendCertsFromPEM(cfg.TLSClientConfig.CAData)
 		admin, err := tls.X509KeyPair(cfg.TLSClientConfig.CertData, cfg.TLSClientConfig.KeyData)
 		if err != nil {
 			t.Fatal(err)
@@ -161,8 +168,8 @@ func testRegistryMirror(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		get := func(certs ...tls.Certificate) (int, error) {
-			cl := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: certs}}}
+		getWith := func(roots *x509.CertPool, certs ...tls.Certificate) (int, error) {
+			cl := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: certs}}}
 			resp, err := cl.Get(endpoint)
 			if err != nil {
 				return 0, err
@@ -170,6 +177,7 @@ func testRegistryMirror(t *testing.T) {
 			resp.Body.Close()
 			return resp.StatusCode, nil
 		}
+		get := func(certs ...tls.Certificate) (int, error) { return getWith(pool, certs...) }
 		if code, err := get(); err == nil {
 			t.Errorf("no client certificate: %s answered %d", endpoint, code)
 		} else {
@@ -182,6 +190,9 @@ func testRegistryMirror(t *testing.T) {
 		}
 		if code, err := get(node); err != nil || code != http.StatusOK {
 			t.Errorf("%s's own node certificate: %d %v", mirrorPuller, code, err)
+		}
+		if _, err := getWith(clusterCA, node); err == nil || !strings.Contains(err.Error(), "x509") {
+			t.Errorf("the mirror's serving certificate verifies with the cluster CA: %v", err)
 		}
 	})
 
