@@ -191,22 +191,25 @@ func newComponents(c *config.ControlPlane, paths Paths, bundle *pki.Bundle, prog
 	return append(components, &component.ArgsRecorder{Components: components, Path: paths.EffectiveArgsFile(), Write: pki.WriteFileAtomic, Log: progress}), nil
 }
 
-// joinComponents serve joining nodes: RBAC, cluster-info and the
-// kubelet-serving CA, the kubelet CSR approver, and the join endpoint
+// joinComponents serve joining nodes: RBAC and cluster-info, the kubelet
+// CSR approver, and, unless turned off, the join endpoint
 // (install.sh, node-agent).
 func joinComponents(c *config.ControlPlane, paths Paths) []component.Component {
-	return []component.Component{
+	components := []component.Component{
 		&joinserver.ClusterObjects{Client: controllerClient(paths, pki.JoinObjects), Server: "https://" + net.JoinHostPort(c.AdvertiseAddress, strconv.Itoa(c.APIPort)), CAFile: paths.Cert(pki.ClusterCA),
 			KubeletServingCAFile: paths.Cert(pki.KubeletServingCA)},
 		&joinserver.CSRApprover{Client: controllerClient(paths, pki.CSRApprover),
 			APIServerCert: paths.Cert("apiserver"), ServiceCIDR: c.Network.ServiceCIDR, HostNode: hostNodeName(c)},
-		&joinserver.Endpoint{
-			// Listens where the API server does; join lines name the advertise address.
-			Addr:     net.JoinHostPort(c.BindAddress, strconv.Itoa(c.JoinPort)),
-			CertFile: paths.Cert(pki.JoinEndpoint), KeyFile: paths.Key(pki.JoinEndpoint),
-			InstallScript: packaging.InstallScript, NodeAgent: joinserver.NodeAgentBesideExecutable(),
-		},
 	}
+	if !c.ServesJoinEndpoint() {
+		return components
+	}
+	return append(components, &joinserver.Endpoint{
+		// Listens where the API server does; join lines name the advertise address.
+		Addr:     net.JoinHostPort(c.BindAddress, strconv.Itoa(c.JoinPort)),
+		CertFile: paths.Cert(pki.JoinEndpoint), KeyFile: paths.Key(pki.JoinEndpoint),
+		InstallScript: packaging.InstallScript, NodeAgent: joinserver.NodeAgentBesideExecutable(),
+	})
 }
 
 // loopbackProbeConfig trusts the cluster CA and sends no credentials: the

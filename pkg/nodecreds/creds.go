@@ -129,7 +129,8 @@ func (f NodeFiles) UnitPath() string { return filepath.Join(f.UnitDir, join.Node
 // its own host) use it, so every node has the same layout. It returns the
 // client certificate's path.
 func WriteNodeFiles(n *config.Node, f NodeFiles, caPEM, kubeletServingCAPEM []byte, cert *KubeletClientCert) (string, error) {
-	if err := os.MkdirAll(n.DataDir, 0o700); err != nil {
+	// Marked ours (when new or empty), so reset and uninstall may remove it.
+	if _, err := config.ClaimDataDir(n.DataDir, "pki"); err != nil {
 		return "", fmt.Errorf("failed to create %s: %v", n.DataDir, err)
 	}
 	if err := pki.WriteFileAtomic(n.CAFile(), caPEM, 0o644); err != nil {
