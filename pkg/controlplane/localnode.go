@@ -96,7 +96,7 @@ func (l *localNode) Start(context.Context) error {
 	if why := l.unusable(); why == nil {
 		// Only the unit and the kubelet-serving CA (it may have been
 		// rotated) follow the control plane; credentials stay the kubelet's.
-		if err := writeUnitIfChanged(files); err != nil {
+		if err := nodecreds.WriteUnit(files); err != nil {
 			return fmt.Errorf("%w (joinNode: start with --join-node=false to run no node on this host)", err)
 		}
 		if _, err := nodecreds.WriteKubeletServingCA(n, servingCA); err != nil {
@@ -144,16 +144,6 @@ func (l *localNode) issue() (*nodecreds.KubeletClientCert, error) {
 		return nil, err
 	}
 	return &nodecreds.KubeletClientCert{CertPEM: certPEM, KeyPEM: keyPEM, Cert: certs[0]}, nil
-}
-
-func writeUnitIfChanged(f nodecreds.NodeFiles) error {
-	if err := os.MkdirAll(f.UnitDir, 0o755); err != nil {
-		return fmt.Errorf("failed to create %s: %v", f.UnitDir, err)
-	}
-	if err := pki.WriteIfChanged(f.UnitPath(), f.Unit, 0o644); err != nil {
-		return fmt.Errorf("failed to write %s: %v", f.UnitPath(), err)
-	}
-	return nil
 }
 
 // hostNodeName returns the name this host's own node runs as (joinNode), as

@@ -64,7 +64,7 @@ func TestLocalNodeWritesTheJoinLayout(t *testing.T) {
 		n.CAFile():               0o644,
 		n.KubeletServingCAFile(): 0o644,
 		n.KubeletKubeconfig():    0o600,
-		filepath.Join(l.cfg.LocalNode.UnitDir, "node-agent.service"): 0o644,
+		filepath.Join(l.cfg.LocalNode.UnitDir, "node-agent.service"): 0o600,
 		n.DataDir: 0o700 | os.ModeDir,
 	}
 	for path, want := range modes {

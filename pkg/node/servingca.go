@@ -42,6 +42,13 @@ func (r *servingCARefresh) Init(context.Context) error { return nil }
 
 func (r *servingCARefresh) Start(ctx context.Context) error {
 	r.refresh(ctx)
+	// Before the kubelet starts: a serving certificate the API server would
+	// refuse is dropped, so the kubelet requests one from the current CA.
+	if dropped, err := nodecreds.DropUnverifiableServingCert(r.node); err != nil {
+		return fmt.Errorf("failed to remove the kubelet's outdated serving certificate: %w", err)
+	} else if dropped {
+		fmt.Fprintf(r.log, "kubelet serving certificate not signed by the kubelet-serving CA: removed, the kubelet requests a new one\n")
+	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	r.cancel, r.done = cancel, make(chan struct{})
 	go func() {

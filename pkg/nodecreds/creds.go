@@ -150,11 +150,8 @@ func WriteNodeFiles(n *config.Node, f NodeFiles, caPEM, kubeletServingCAPEM []by
 	if err := pki.WriteFileAtomic(n.KubeletKubeconfig(), kubeconfig, 0o600); err != nil {
 		return "", fmt.Errorf("failed to write %s: %v", n.KubeletKubeconfig(), err)
 	}
-	if err := os.MkdirAll(f.UnitDir, 0o755); err != nil {
-		return "", fmt.Errorf("failed to create %s: %v", f.UnitDir, err)
-	}
-	if err := pki.WriteIfChanged(f.UnitPath(), f.Unit, 0o644); err != nil {
-		return "", fmt.Errorf("failed to write %s: %v", f.UnitPath(), err)
+	if err := WriteUnit(f); err != nil {
+		return "", err
 	}
 	data, err := config.MarshalNode(n)
 	if err != nil {
@@ -181,4 +178,17 @@ func Check(n *config.Node, configFile, caFile string, now time.Time) (*x509.Cert
 		}
 	}
 	return LoadKubeletClientCert(n.PKIDir(), caFile, n.NodeName, now)
+}
+
+// WriteUnit writes node-agent's unit unless it already holds f.Unit. It is
+// root's only (CIS 4.1.1: systemd reads units as root), and an existing
+// file's mode is corrected too.
+func WriteUnit(f NodeFiles) error {
+	if err := os.MkdirAll(f.UnitDir, 0o755); err != nil {
+		return fmt.Errorf("failed to create %s: %v", f.UnitDir, err)
+	}
+	if err := pki.WriteIfChanged(f.UnitPath(), f.Unit, 0o600); err != nil {
+		return fmt.Errorf("failed to write %s: %v", f.UnitPath(), err)
+	}
+	return nil
 }

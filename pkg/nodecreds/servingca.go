@@ -3,8 +3,10 @@ package nodecreds
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -69,4 +71,39 @@ func RefreshKubeletServingCA(ctx context.Context, client kubernetes.Interface, n
 		return false, err
 	}
 	return WriteKubeletServingCA(n, caPEM)
+}
+
+// DropUnverifiableServingCert removes the kubelet's serving pair when it does
+// not chain to the node's kubelet-serving CA: a certificate signed by the
+// cluster CA before that CA existed (an upgrade), or by a CA since rotated
+// away. The API server would refuse it for exec and logs until the kubelet
+// rotated it months later; without it, the kubelet asks for a new one at
+// start. It reports whether it removed anything.
+func DropUnverifiableServingCert(n *config.Node) (bool, error) {
+	cas, err := certutil.CertsFromFile(n.KubeletServingCAFile())
+	if err != nil {
+		return false, nil // no CA yet: nothing to judge the certificate by
+	}
+	certs, err := certutil.CertsFromFile(n.KubeletServingCertFile())
+	if err != nil {
+		return false, nil // none yet, or unreadable: the kubelet requests one
+	}
+	roots := x509.NewCertPool()
+	for _, ca := range cas {
+		roots.AddCert(ca)
+	}
+	if _, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err == nil {
+		return false, nil
+	}
+	// The kubelet's store: kubelet-server-<time>.pem and the -current link.
+	pairs, err := filepath.Glob(filepath.Join(filepath.Dir(n.KubeletServingCertFile()), "kubelet-server-*.pem"))
+	if err != nil {
+		return false, err
+	}
+	for _, p := range pairs {
+		if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
+			return false, err
+		}
+	}
+	return true, nil
 }

@@ -179,7 +179,7 @@ func checkLocalNodeFiles(t *testing.T, cp *controlPlane, nodeName string) []stri
 		t.Fatalf("kubelet client pairs %v", pems)
 	}
 	modes := map[string]os.FileMode{pems[0]: 0o600, n.KubeletKubeconfig(): 0o600, n.CAFile(): 0o644,
-		cp.localNodeConfig: 0o644, filepath.Join(cp.unitDir, "node-agent.service"): 0o644}
+		cp.localNodeConfig: 0o644, filepath.Join(cp.unitDir, "node-agent.service"): 0o600}
 	for p, want := range modes {
 		if fi, err := os.Stat(p); err != nil || fi.Mode().Perm() != want {
 			t.Errorf("%s: %v %v, want %v", p, fi.Mode(), err, want)
