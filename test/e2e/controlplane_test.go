@@ -154,13 +154,12 @@ func TestInstallRerunIsHarmless(t *testing.T) {
 	if got := mainPID(t); got != pid {
 		t.Errorf("re-run with nothing changed restarted the service (MainPID %s -> %s)", pid, got)
 	}
-	// The same, with the binary fetched by URL (curl reads file:// like https://).
-	out = mustInNode(t, cpNode, "sh", installSh, "--url", "file://"+binDir)
-	if !strings.Contains(out, "is up to date") {
-		t.Errorf("re-run with --url does not say up to date:\n%s", out)
-	}
+	// A --url that is not https is refused in one line, before anything is
+	// fetched or changed (the binary would run as root unchecked).
+	r := inNode(t, cpNode, "sh", installSh, "--url", "file://"+binDir)
+	oneLineError(t, "--url file://", r, "--url must be an https:// URL")
 	if got := mainPID(t); got != pid {
-		t.Errorf("re-run with --url restarted the service (MainPID %s -> %s)", pid, got)
+		t.Errorf("a refused --url restarted the service (MainPID %s -> %s)", pid, got)
 	}
 	markerKept(t, "e2e-rerun")
 	caAfter := mustInNode(t, cpNode, "sh", "-c", caHashes)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	certutil "k8s.io/client-go/util/cert"
@@ -263,10 +264,13 @@ func TestJoinRefusedBeforeCredentials(t *testing.T) {
 func createJoinToken(t *testing.T) (server, token, hash string) {
 	t.Helper()
 	out := mustInNode(t, cpNode, "vcluster-standalone", "token", "create", "--ttl", "10m")
+	// NODE_AGENT_TOKEN=<token> node-agent join --server S --ca-cert-hash H
 	for _, l := range strings.Split(out, "\n") {
 		f := strings.Fields(l)
-		if len(f) == 8 && f[0] == "node-agent" && f[1] == "join" {
-			return f[3], f[5], f[7]
+		if len(f) == 7 && f[1] == "node-agent" && f[2] == "join" && f[3] == "--server" && f[5] == "--ca-cert-hash" {
+			if tok, ok := strings.CutPrefix(f[0], join.NodeAgentTokenEnv+"="); ok {
+				return f[4], tok, f[6]
+			}
 		}
 	}
 	t.Fatalf("token create printed no node-agent join line:\n%s", out)
