@@ -18,6 +18,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/kubeapply"
 )
 
 // The cluster DNS addon: the objects, names and labels of kubeadm's CoreDNS
@@ -210,30 +211,30 @@ func ensureCoreDNS(ctx context.Context, client kubernetes.Interface, c *config.C
 	ns := metav1.NamespaceSystem
 	steps := []func() error{
 		func() error {
-			return ensure(ctx, client.CoreV1().ServiceAccounts(ns), "ServiceAccount", o.ServiceAccount,
+			return kubeapply.Ensure(ctx, client.CoreV1().ServiceAccounts(ns), "ServiceAccount", o.ServiceAccount,
 				syncRendered(func(dst, src *corev1.ServiceAccount) {}))
 		},
 		func() error {
-			return ensure(ctx, client.RbacV1().ClusterRoles(), "ClusterRole", o.ClusterRole,
+			return kubeapply.Ensure(ctx, client.RbacV1().ClusterRoles(), "ClusterRole", o.ClusterRole,
 				syncRendered(func(dst, src *rbacv1.ClusterRole) { dst.Rules = src.Rules }))
 		},
 		func() error {
-			return ensure(ctx, client.RbacV1().ClusterRoleBindings(), "ClusterRoleBinding", o.ClusterRoleBinding,
+			return kubeapply.Ensure(ctx, client.RbacV1().ClusterRoleBindings(), "ClusterRoleBinding", o.ClusterRoleBinding,
 				syncRendered(func(dst, src *rbacv1.ClusterRoleBinding) { dst.Subjects = src.Subjects }))
 		},
 		func() error {
-			return ensure(ctx, client.CoreV1().ConfigMaps(ns), "ConfigMap", o.ConfigMap,
+			return kubeapply.Ensure(ctx, client.CoreV1().ConfigMaps(ns), "ConfigMap", o.ConfigMap,
 				syncRendered(func(dst, src *corev1.ConfigMap) { dst.Data = src.Data }))
 		},
 		func() error {
-			return ensure(ctx, client.AppsV1().Deployments(ns), "Deployment", o.Deployment,
+			return kubeapply.Ensure(ctx, client.AppsV1().Deployments(ns), "Deployment", o.Deployment,
 				syncRendered(func(dst, src *appsv1.Deployment) { dst.Spec = src.Spec }))
 		},
 		func() error {
 			return replaceServiceWithOtherIP(ctx, client, o.Service)
 		},
 		func() error {
-			return ensure(ctx, client.CoreV1().Services(ns), "Service", o.Service,
+			return kubeapply.Ensure(ctx, client.CoreV1().Services(ns), "Service", o.Service,
 				syncRendered(func(dst, src *corev1.Service) {
 					// The cluster IP is immutable and already ours; keep what the
 					// apiserver defaulted around it.
@@ -241,7 +242,7 @@ func ensureCoreDNS(ctx context.Context, client kubernetes.Interface, c *config.C
 				}))
 		},
 		func() error {
-			return ensure(ctx, client.PolicyV1().PodDisruptionBudgets(ns), "PodDisruptionBudget", o.PDB,
+			return kubeapply.Ensure(ctx, client.PolicyV1().PodDisruptionBudgets(ns), "PodDisruptionBudget", o.PDB,
 				syncRendered(func(dst, src *policyv1.PodDisruptionBudget) { dst.Spec = src.Spec }))
 		},
 	}

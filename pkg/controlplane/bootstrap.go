@@ -2,16 +2,15 @@ package controlplane
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	rbacv1 "k8s.io/api/rbac/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/kubeapply"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
 )
 
@@ -45,7 +44,7 @@ func (b *bootstrapObjects) Start(ctx context.Context) error {
 		clusterRoleBinding("vcluster-standalone:apiserver-kubelet-client", "system:kubelet-api-admin", rbacv1.UserKind, pki.KubeletClientUser),
 	}
 	for _, crb := range bindings {
-		if err := createOrUpdateClusterRoleBinding(ctx, client, crb); err != nil {
+		if err := kubeapply.EnsureBinding(ctx, client.RbacV1().ClusterRoleBindings(), crb); err != nil {
 			return err
 		}
 	}
@@ -67,32 +66,4 @@ func clusterRoleBinding(name, role, kind, subject string) *rbacv1.ClusterRoleBin
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
 		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: kind, Name: subject}},
 	}
-}
-
-// createOrUpdateClusterRoleBinding creates crb or brings an existing one back
-// to the wanted subjects; a changed roleRef is immutable, so it is recreated.
-func createOrUpdateClusterRoleBinding(ctx context.Context, client kubernetes.Interface, crb *rbacv1.ClusterRoleBinding) error {
-	api := client.RbacV1().ClusterRoleBindings()
-	_, err := api.Create(ctx, crb, metav1.CreateOptions{})
-	if !apierrors.IsAlreadyExists(err) {
-		if err != nil {
-			return fmt.Errorf("failed to create ClusterRoleBinding %s: %w", crb.Name, err)
-		}
-		return nil
-	}
-	existing, err := api.Get(ctx, crb.Name, metav1.GetOptions{})
-	if err != nil {
-		return fmt.Errorf("failed to read ClusterRoleBinding %s: %w", crb.Name, err)
-	}
-	if existing.RoleRef != crb.RoleRef {
-		if err := api.Delete(ctx, crb.Name, metav1.DeleteOptions{}); err != nil {
-			return fmt.Errorf("failed to replace ClusterRoleBinding %s: %w", crb.Name, err)
-		}
-		return createOrUpdateClusterRoleBinding(ctx, client, crb)
-	}
-	existing.Subjects = crb.Subjects
-	if _, err := api.Update(ctx, existing, metav1.UpdateOptions{}); err != nil {
-		return fmt.Errorf("failed to update ClusterRoleBinding %s: %w", crb.Name, err)
-	}
-	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/joinserver"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/kubeapply"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
 )
 
@@ -29,7 +30,7 @@ var (
 	core     = []string{""}
 	rbac     = []string{rbacv1.GroupName}
 	readOnly = []string{"get", "list", "watch"}
-	// ensure (apply.go) reads, creates and updates; a changed roleRef or a
+	// kubeapply reads, creates and updates; a changed roleRef or a
 	// Service's immutable field is replaced, hence delete.
 	manage = []string{"get", "create", "update", "delete"}
 	events = []rbacv1.PolicyRule{
@@ -102,13 +103,13 @@ func ensureControllerGrants(ctx context.Context, client kubernetes.Interface) er
 	for _, g := range controllerGrants() {
 		name := grantName(g)
 		role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: withManagedBy(nil)}, Rules: g.Rules}
-		if err := ensure(ctx, client.RbacV1().ClusterRoles(), "ClusterRole", role,
-			syncField(func(o *rbacv1.ClusterRole) *[]rbacv1.PolicyRule { return &o.Rules })); err != nil {
+		if err := kubeapply.Ensure(ctx, client.RbacV1().ClusterRoles(), "ClusterRole", role,
+			kubeapply.SyncField(func(o *rbacv1.ClusterRole) *[]rbacv1.PolicyRule { return &o.Rules })); err != nil {
 			return err
 		}
 		subject := rbacv1.Subject{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: pki.ControllerUser(g.Controller)}
 		if g.Namespace == "" {
-			if err := createOrUpdateClusterRoleBinding(ctx, client, clusterRoleBinding(name, name, rbacv1.UserKind, subject.Name)); err != nil {
+			if err := kubeapply.EnsureBinding(ctx, client.RbacV1().ClusterRoleBindings(), clusterRoleBinding(name, name, rbacv1.UserKind, subject.Name)); err != nil {
 				return err
 			}
 			continue
@@ -118,8 +119,7 @@ func ensureControllerGrants(ctx context.Context, client kubernetes.Interface) er
 			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: name},
 			Subjects:   []rbacv1.Subject{subject},
 		}
-		if err := ensure(ctx, client.RbacV1().RoleBindings(g.Namespace), "RoleBinding", binding,
-			syncField(func(o *rbacv1.RoleBinding) *[]rbacv1.Subject { return &o.Subjects })); err != nil {
+		if err := kubeapply.EnsureBinding(ctx, client.RbacV1().RoleBindings(g.Namespace), binding); err != nil {
 			return err
 		}
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/kubeapply"
 )
 
 // Names of the objects that let nodes read their settings and run kube-proxy.
@@ -60,18 +61,16 @@ func ensureNodeSettings(ctx context.Context, client kubernetes.Interface, c *con
 	if err != nil {
 		return err
 	}
-	if err := ensure(ctx, client.CoreV1().ConfigMaps(cm.Namespace), "ConfigMap", cm,
-		syncField(func(o *corev1.ConfigMap) *map[string]string { return &o.Data })); err != nil {
+	if err := kubeapply.Ensure(ctx, client.CoreV1().ConfigMaps(cm.Namespace), "ConfigMap", cm,
+		kubeapply.SyncField(func(o *corev1.ConfigMap) *map[string]string { return &o.Data })); err != nil {
 		return err
 	}
-	if err := ensure(ctx, client.RbacV1().Roles(role.Namespace), "Role", role,
-		syncField(func(o *rbacv1.Role) *[]rbacv1.PolicyRule { return &o.Rules })); err != nil {
+	if err := kubeapply.Ensure(ctx, client.RbacV1().Roles(role.Namespace), "Role", role,
+		kubeapply.SyncField(func(o *rbacv1.Role) *[]rbacv1.PolicyRule { return &o.Rules })); err != nil {
 		return err
 	}
-	if err := ensure(ctx, client.RbacV1().RoleBindings(binding.Namespace), "RoleBinding", binding,
-		syncField(func(o *rbacv1.RoleBinding) *[]rbacv1.Subject { return &o.Subjects })); err != nil {
+	if err := kubeapply.EnsureBinding(ctx, client.RbacV1().RoleBindings(binding.Namespace), binding); err != nil {
 		return err
 	}
-	return ensure(ctx, client.RbacV1().ClusterRoleBindings(), "ClusterRoleBinding", proxier,
-		syncField(func(o *rbacv1.ClusterRoleBinding) *[]rbacv1.Subject { return &o.Subjects }))
+	return kubeapply.EnsureBinding(ctx, client.RbacV1().ClusterRoleBindings(), proxier)
 }

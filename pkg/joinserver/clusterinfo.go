@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"reflect"
 	"time"
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/kubeapply"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -64,17 +64,17 @@ func EnsureClusterObjects(ctx context.Context, client kubernetes.Interface, serv
 	if _, err := client.RbacV1().ClusterRoleBindings().Get(ctx, RemovedAutoApproveBinding, metav1.GetOptions{}); err == nil {
 		err = client.RbacV1().ClusterRoleBindings().Delete(ctx, RemovedAutoApproveBinding, metav1.DeleteOptions{})
 		if err != nil && !apierrors.IsNotFound(err) {
-			return wrap(err, "delete", "ClusterRoleBinding "+RemovedAutoApproveBinding)
+			return fmt.Errorf("failed to delete ClusterRoleBinding %s: %w", RemovedAutoApproveBinding, err)
 		}
 	} else if !apierrors.IsNotFound(err) {
-		return wrap(err, "read", "ClusterRoleBinding "+RemovedAutoApproveBinding)
+		return fmt.Errorf("failed to read ClusterRoleBinding %s: %w", RemovedAutoApproveBinding, err)
 	}
 	for _, cr := range []*rbacv1.ClusterRole{{
 		ObjectMeta: metav1.ObjectMeta{Name: GetNodesRole, Labels: managedBy},
 		// node-agent join checks whether a Node of its name is already there.
 		Rules: []rbacv1.PolicyRule{{Verbs: []string{"get"}, APIGroups: []string{""}, Resources: []string{"nodes"}}},
 	}} {
-		if err := ensureClusterRole(ctx, client, cr); err != nil {
+		if err := kubeapply.Ensure(ctx, client.RbacV1().ClusterRoles(), "ClusterRole", cr, syncClusterRoleRules); err != nil {
 			return err
 		}
 	}
@@ -83,7 +83,7 @@ func EnsureClusterObjects(ctx context.Context, client kubernetes.Interface, serv
 		clusterRoleBinding(AutoRenewBinding, selfNodeClientRole, user.NodesGroup),
 		clusterRoleBinding(GetNodesRole, GetNodesRole, join.NodeBootstrapGroup),
 	} {
-		if err := ensureClusterRoleBinding(ctx, client, crb); err != nil {
+		if err := kubeapply.EnsureBinding(ctx, client.RbacV1().ClusterRoleBindings(), crb); err != nil {
 			return err
 		}
 	}
@@ -94,41 +94,40 @@ func EnsureClusterObjects(ctx context.Context, client kubernetes.Interface, serv
 			ResourceNames: []string{bootstrapapi.ConfigMapClusterInfo},
 		}},
 	}
-	if err := ensureRole(ctx, client, role); err != nil {
+	if err := kubeapply.Ensure(ctx, client.RbacV1().Roles(role.Namespace), "Role", role, syncRoleRules); err != nil {
 		return err
 	}
-	return ensureRoleBinding(ctx, client, &rbacv1.RoleBinding{
+	return kubeapply.EnsureBinding(ctx, client.RbacV1().RoleBindings(metav1.NamespacePublic), &rbacv1.RoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: ClusterInfoReaderRole, Namespace: metav1.NamespacePublic, Labels: managedBy},
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: ClusterInfoReaderRole},
 		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: user.Anonymous}},
 	})
 }
 
+// syncClusterRoleRules and syncRoleRules restore a role's rules.
+var (
+	syncClusterRoleRules = kubeapply.SyncField(func(o *rbacv1.ClusterRole) *[]rbacv1.PolicyRule { return &o.Rules })
+	syncRoleRules        = kubeapply.SyncField(func(o *rbacv1.Role) *[]rbacv1.PolicyRule { return &o.Rules })
+)
+
 // ensureClusterInfo writes the kubeconfig key and keeps the JWS signatures
 // bootstrapsigner adds (it re-signs when the content changes).
 func ensureClusterInfo(ctx context.Context, client kubernetes.Interface, kubeconfig string) error {
-	api := client.CoreV1().ConfigMaps(metav1.NamespacePublic)
 	cm := &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{Name: bootstrapapi.ConfigMapClusterInfo, Namespace: metav1.NamespacePublic, Labels: managedBy},
 		Data:       map[string]string{bootstrapapi.KubeConfigKey: kubeconfig},
 	}
-	_, err := api.Create(ctx, cm, metav1.CreateOptions{})
-	if !apierrors.IsAlreadyExists(err) {
-		return wrap(err, "create", "ConfigMap kube-public/cluster-info")
-	}
-	existing, err := api.Get(ctx, cm.Name, metav1.GetOptions{})
-	if err != nil {
-		return wrap(err, "read", "ConfigMap kube-public/cluster-info")
-	}
-	if existing.Data[bootstrapapi.KubeConfigKey] == kubeconfig {
-		return nil
-	}
-	if existing.Data == nil {
-		existing.Data = map[string]string{}
-	}
-	existing.Data[bootstrapapi.KubeConfigKey] = kubeconfig
-	_, err = api.Update(ctx, existing, metav1.UpdateOptions{})
-	return wrap(err, "update", "ConfigMap kube-public/cluster-info")
+	return kubeapply.Ensure(ctx, client.CoreV1().ConfigMaps(cm.Namespace), "ConfigMap", cm, func(got, want *corev1.ConfigMap) bool {
+		key := bootstrapapi.KubeConfigKey
+		if got.Data[key] == want.Data[key] {
+			return false
+		}
+		if got.Data == nil {
+			got.Data = map[string]string{}
+		}
+		got.Data[key] = want.Data[key]
+		return true
+	})
 }
 
 // ensureKubeletServingCA publishes the kubelet-serving CA certificate and
@@ -136,17 +135,10 @@ func ensureClusterInfo(ctx context.Context, client kubernetes.Interface, kubecon
 func ensureKubeletServingCA(ctx context.Context, client kubernetes.Interface, caPEM []byte) error {
 	ns, name := join.KubeletServingCANamespace, join.KubeletServingCAConfigMap
 	want := map[string]string{join.KubeletServingCAKey: string(caPEM)}
-	api := client.CoreV1().ConfigMaps(ns)
-	_, err := api.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: managedBy}, Data: want}, metav1.CreateOptions{})
-	if apierrors.IsAlreadyExists(err) {
-		var existing *corev1.ConfigMap
-		if existing, err = api.Get(ctx, name, metav1.GetOptions{}); err == nil && !reflect.DeepEqual(existing.Data, want) {
-			existing.Data = want
-			_, err = api.Update(ctx, existing, metav1.UpdateOptions{})
-		}
-	}
-	if err != nil {
-		return wrap(err, "publish", "ConfigMap "+ns+"/"+name)
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: managedBy}, Data: want}
+	if err := kubeapply.Ensure(ctx, client.CoreV1().ConfigMaps(ns), "ConfigMap", cm,
+		kubeapply.SyncField(func(o *corev1.ConfigMap) *map[string]string { return &o.Data })); err != nil {
+		return err
 	}
 	role := &rbacv1.Role{
 		ObjectMeta: metav1.ObjectMeta{Name: KubeletServingCAReaderRole, Namespace: ns, Labels: managedBy},
@@ -154,10 +146,10 @@ func ensureKubeletServingCA(ctx context.Context, client kubernetes.Interface, ca
 			Verbs: []string{"get"}, APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{name},
 		}},
 	}
-	if err := ensureRole(ctx, client, role); err != nil {
+	if err := kubeapply.Ensure(ctx, client.RbacV1().Roles(ns), "Role", role, syncRoleRules); err != nil {
 		return err
 	}
-	return ensureRoleBinding(ctx, client, &rbacv1.RoleBinding{
+	return kubeapply.EnsureBinding(ctx, client.RbacV1().RoleBindings(ns), &rbacv1.RoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: KubeletServingCAReaderRole, Namespace: ns, Labels: managedBy},
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: KubeletServingCAReaderRole},
 		Subjects: []rbacv1.Subject{
@@ -173,94 +165,6 @@ func clusterRoleBinding(name, role, group string) *rbacv1.ClusterRoleBinding {
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
 		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.GroupKind, Name: group}},
 	}
-}
-
-func ensureClusterRole(ctx context.Context, client kubernetes.Interface, want *rbacv1.ClusterRole) error {
-	api := client.RbacV1().ClusterRoles()
-	_, err := api.Create(ctx, want, metav1.CreateOptions{})
-	if !apierrors.IsAlreadyExists(err) {
-		return wrap(err, "create", "ClusterRole "+want.Name)
-	}
-	got, err := api.Get(ctx, want.Name, metav1.GetOptions{})
-	if err != nil || reflect.DeepEqual(got.Rules, want.Rules) {
-		return wrap(err, "read", "ClusterRole "+want.Name)
-	}
-	got.Rules = want.Rules
-	_, err = api.Update(ctx, got, metav1.UpdateOptions{})
-	return wrap(err, "update", "ClusterRole "+want.Name)
-}
-
-func ensureRole(ctx context.Context, client kubernetes.Interface, want *rbacv1.Role) error {
-	api := client.RbacV1().Roles(want.Namespace)
-	_, err := api.Create(ctx, want, metav1.CreateOptions{})
-	if !apierrors.IsAlreadyExists(err) {
-		return wrap(err, "create", "Role "+want.Name)
-	}
-	got, err := api.Get(ctx, want.Name, metav1.GetOptions{})
-	if err != nil || reflect.DeepEqual(got.Rules, want.Rules) {
-		return wrap(err, "read", "Role "+want.Name)
-	}
-	got.Rules = want.Rules
-	_, err = api.Update(ctx, got, metav1.UpdateOptions{})
-	return wrap(err, "update", "Role "+want.Name)
-}
-
-// ensureClusterRoleBinding creates want or restores its subjects; a changed
-// roleRef is immutable, so such a binding is recreated.
-func ensureClusterRoleBinding(ctx context.Context, client kubernetes.Interface, want *rbacv1.ClusterRoleBinding) error {
-	api := client.RbacV1().ClusterRoleBindings()
-	_, err := api.Create(ctx, want, metav1.CreateOptions{})
-	if !apierrors.IsAlreadyExists(err) {
-		return wrap(err, "create", "ClusterRoleBinding "+want.Name)
-	}
-	got, err := api.Get(ctx, want.Name, metav1.GetOptions{})
-	if err != nil {
-		return wrap(err, "read", "ClusterRoleBinding "+want.Name)
-	}
-	if got.RoleRef != want.RoleRef {
-		if err := api.Delete(ctx, want.Name, metav1.DeleteOptions{}); err != nil {
-			return wrap(err, "replace", "ClusterRoleBinding "+want.Name)
-		}
-		return ensureClusterRoleBinding(ctx, client, want)
-	}
-	if reflect.DeepEqual(got.Subjects, want.Subjects) {
-		return nil
-	}
-	got.Subjects = want.Subjects
-	_, err = api.Update(ctx, got, metav1.UpdateOptions{})
-	return wrap(err, "update", "ClusterRoleBinding "+want.Name)
-}
-
-func ensureRoleBinding(ctx context.Context, client kubernetes.Interface, want *rbacv1.RoleBinding) error {
-	api := client.RbacV1().RoleBindings(want.Namespace)
-	_, err := api.Create(ctx, want, metav1.CreateOptions{})
-	if !apierrors.IsAlreadyExists(err) {
-		return wrap(err, "create", "RoleBinding "+want.Name)
-	}
-	got, err := api.Get(ctx, want.Name, metav1.GetOptions{})
-	if err != nil {
-		return wrap(err, "read", "RoleBinding "+want.Name)
-	}
-	if got.RoleRef != want.RoleRef {
-		if err := api.Delete(ctx, want.Name, metav1.DeleteOptions{}); err != nil {
-			return wrap(err, "replace", "RoleBinding "+want.Name)
-		}
-		return ensureRoleBinding(ctx, client, want)
-	}
-	if reflect.DeepEqual(got.Subjects, want.Subjects) {
-		return nil
-	}
-	got.Subjects = want.Subjects
-	_, err = api.Update(ctx, got, metav1.UpdateOptions{})
-	return wrap(err, "update", "RoleBinding "+want.Name)
-}
-
-// wrap returns nil for nil, else "failed to <verb> <object>: err".
-func wrap(err error, verb, object string) error {
-	if err == nil {
-		return nil
-	}
-	return fmt.Errorf("failed to %s %s: %w", verb, object, err)
 }
 
 // ClusterObjects is the component that runs EnsureClusterObjects once the
