@@ -6,8 +6,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
-	"github.com/vcluster-standalone/vcluster-standalone/pkg/kubeapply"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -18,6 +16,9 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
+
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/kubeapply"
 )
 
 // Names of the objects EnsureClusterObjects manages.
