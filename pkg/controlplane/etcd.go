@@ -7,9 +7,10 @@ import (
 	"net/url"
 	"time"
 
-	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
+
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
 )
 
 // etcdMemberName is fixed so a host rename never orphans the data dir.

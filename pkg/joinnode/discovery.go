@@ -15,13 +15,14 @@ import (
 	"strings"
 	"time"
 
-	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/clientcmd"
 	certutil "k8s.io/client-go/util/cert"
 	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
 	"k8s.io/cluster-bootstrap/token/jws"
 	"k8s.io/kubernetes/cmd/kubeadm/app/util/pubkeypin"
+
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
 )
 
 // discoveryPath is the only request discovery makes, without credentials.

@@ -11,8 +11,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
-	"github.com/vcluster-standalone/vcluster-standalone/pkg/nodecreds"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -21,6 +19,9 @@ import (
 	certutil "k8s.io/client-go/util/cert"
 	"k8s.io/client-go/util/certificate/csr"
 	"k8s.io/client-go/util/keyutil"
+
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/nodecreds"
 )
 
 // BootstrapClient returns a client that authenticates with the bootstrap

@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
 	certv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -27,6 +26,8 @@ import (
 	certutil "k8s.io/client-go/util/cert"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
+
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
 )
 
 // CSRApprover decides the CSRs of joining and joined kubelets:

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
 	certv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -19,6 +18,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 	certutil "k8s.io/client-go/util/cert"
+
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
 )
 
 type servingCase struct {

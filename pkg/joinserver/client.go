@@ -5,10 +5,11 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
 	certv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/kubernetes/pkg/apis/certificates"
+
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
 )
 
 const (

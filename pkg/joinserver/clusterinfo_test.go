@@ -5,12 +5,13 @@ import (
 	"reflect"
 	"testing"
 
-	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
 )
 
 var (

@@ -12,8 +12,9 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
 	"k8s.io/klog/v2"
+
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
 )
 
 // Paths the join endpoint serves; everything else is 404.

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -19,6 +18,8 @@ import (
 	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
 	bootstraputil "k8s.io/cluster-bootstrap/token/util"
 	bootstraptokenv1 "k8s.io/kubernetes/cmd/kubeadm/app/apis/bootstraptoken/v1"
+
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
 )
 
 // DefaultTokenTTL is how long a token lives unless --ttl says otherwise.

@@ -6,12 +6,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
 	bootstraputil "k8s.io/cluster-bootstrap/token/util"
+
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
 )
 
 func TestParseTTL(t *testing.T) {

@@ -13,14 +13,14 @@ import (
 	"slices"
 	"time"
 
+	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	certutil "k8s.io/client-go/util/cert"
+	"k8s.io/client-go/util/certificate"
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
-	"k8s.io/client-go/tools/clientcmd"
-	"k8s.io/client-go/util/certificate"
 )
 
 // kubeletClientPairPrefix names the kubelet client pair's files, as the

@@ -14,12 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/client-go/tools/clientcmd"
 	certutil "k8s.io/client-go/util/cert"
+	"k8s.io/client-go/util/keyutil"
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
-	"k8s.io/client-go/tools/clientcmd"
-	"k8s.io/client-go/util/keyutil"
 )
 
 func testCA(t *testing.T) (*x509.Certificate, crypto.Signer) {

@@ -12,10 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	certutil "k8s.io/client-go/util/cert"
+
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
 )
 
 var joinNodes = []string{"lab-node1", "lab-node2"}
