@@ -3,7 +3,7 @@
 # make cis: the CIS Kubernetes Benchmark (kube-bench) on the nspawn lab —
 # master, controlplane, etcd and policies on lab-cp, node on lab-node1 — and
 # a PASS/FAIL/WARN/INFO summary for each. Brings a lab up when none runs (and
-# takes it down again after), leaves a running one as it was. See test/cis/README.md.
+# takes it down again after), leaves a running one as it was. See "make cis" in README.md.
 #
 # kube-bench is built from its Go module (the proxy refuses `go install ...@latest`
 # for it): the module directory is copied somewhere writable and built in place.
