@@ -103,9 +103,10 @@ func DecideServingCSR(csr *certv1.CertificateSigningRequest, node *corev1.Node, 
 func (p ServingPolicy) refusedSANs(node string, dns []string, ips []net.IP, others map[string]string) []string {
 	var refused []string
 	for _, d := range dns {
+		why := p.refusedDNS(node, d)
 		switch {
-		case p.refusedDNS(node, d) != "":
-			refused = append(refused, p.refusedDNS(node, d))
+		case why != "":
+			refused = append(refused, why)
 		case others[d] != "":
 			refused = append(refused, fmt.Sprintf("%s is a name of Node %s", d, others[d]))
 		case d != node:
@@ -114,9 +115,10 @@ func (p ServingPolicy) refusedSANs(node string, dns []string, ips []net.IP, othe
 		}
 	}
 	for _, ip := range ips {
+		why := p.refusedIP(node, ip)
 		switch {
-		case p.refusedIP(node, ip) != "":
-			refused = append(refused, p.refusedIP(node, ip))
+		case why != "":
+			refused = append(refused, why)
 		case others[ip.String()] != "":
 			refused = append(refused, fmt.Sprintf("%s is an address of Node %s", ip, others[ip.String()]))
 		}
