@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -96,9 +97,14 @@ func findLoop(file string) (string, error) {
 	return "", nil
 }
 
-// detachLoop detaches every loop device backed by file.
+// detachLoop detaches every loop device backed by file. The kernel tears a
+// device down asynchronously (and an autoclear one after its last close):
+// wait until it is gone.
 func detachLoop(file string) error {
-	for range 8 {
+	for i := 0; i < 100; i++ {
+		if i > 0 {
+			time.Sleep(50 * time.Millisecond)
+		}
 		dev, _ := findLoop(file)
 		if dev == "" {
 			return nil
@@ -112,6 +118,9 @@ func detachLoop(file string) error {
 		if err != nil && !errors.Is(err, unix.ENXIO) {
 			return fmt.Errorf("detach %s from %s: %w", dev, file, err)
 		}
+	}
+	if dev, _ := findLoop(file); dev != "" {
+		return fmt.Errorf("loop device %s over %s would not detach", dev, file)
 	}
 	return nil
 }
