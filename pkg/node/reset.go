@@ -19,6 +19,7 @@ import (
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/cni"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/cni/network"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/csi/pool"
 )
 
 // ResetOptions are what `node-agent reset` undoes: everything join and run
@@ -86,6 +87,9 @@ func Reset(o ResetOptions) error {
 	}
 	step("stopped containers and shims", func() error { return killCgroups(o.CgroupRoot, 10*time.Second) })
 	step("unmounted kubelet and containerd mounts", func() error { return unmountBelow(o.Node) })
+	step("removed the storage pool (volumes, snapshots, loop devices, pool image)", func() error {
+		return pool.Reset(o.Node.CSIPoolDir(), o.Node.CSIPoolImage())
+	})
 	step("removed the pod network (bridge, veths, IPAM, CNI config)", func() error {
 		return cni.Reset(o.Node.IPAMDir(), o.Node.CNIConfDir())
 	})
@@ -219,25 +223,7 @@ func unmountBelow(n *config.Node) error {
 }
 
 // mountPoints reads this mount namespace's mount points.
-func mountPoints() ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if fields := strings.Fields(sc.Text()); len(fields) > 4 {
-			out = append(out, unescapeMount(fields[4]))
-		}
-	}
-	return out, sc.Err()
-}
-
-func unescapeMount(s string) string {
-	return strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`).Replace(s)
-}
+func mountPoints() ([]string, error) { return pool.MountPoints() }
 
 // cleanupKubeProxy runs upstream kube-proxy's own cleanup of its iptables
 // (and nftables/IPVS) rules.

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 	"time"
 )
@@ -144,4 +145,16 @@ func Open(o Options) (Pool, error) {
 	} else {
 		return nil, fmt.Errorf("no storage backend on this host: btrfs: %s; loop-ext4: %s", why, loopExt4Available())
 	}
+}
+
+// Inspect opens the pool at root only if it exists already (a btrfs mount,
+// or loop-ext4 volume files); it makes, mounts and formats nothing.
+func Inspect(root string) (Pool, error) {
+	if isBtrfsMount(root) {
+		return &btrfsPool{root: root}, nil
+	}
+	if _, err := os.Stat(filepath.Join(root, "images")); err == nil {
+		return &loopExt4Pool{root: root}, nil
+	}
+	return nil, fmt.Errorf("no pool at %s yet (node-agent makes it at start)", root)
 }

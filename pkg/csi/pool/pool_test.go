@@ -40,7 +40,7 @@ func openTestPool(t *testing.T, backend string) Pool {
 		if err := Reset(root, image); err != nil {
 			t.Errorf("reset: %v", err)
 		}
-		mounts, _ := mountPoints()
+		mounts, _ := MountPoints()
 		for _, m := range mounts {
 			if strings.HasPrefix(m, dir) {
 				t.Errorf("still mounted after reset: %s", m)

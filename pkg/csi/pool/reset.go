@@ -19,7 +19,7 @@ import (
 // already is an error, so a second run does nothing.
 func Reset(root, image string) error {
 	var errs []error
-	mounts, err := mountPoints()
+	mounts, err := MountPoints()
 	if err != nil {
 		return err
 	}
@@ -77,8 +77,8 @@ func detachLoopsBelow(dir string) error {
 	return errors.Join(errs...)
 }
 
-// mountPoints lists this mount namespace's mount points.
-func mountPoints() ([]string, error) {
+// MountPoints lists this mount namespace's mount points.
+func MountPoints() ([]string, error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return nil, err
