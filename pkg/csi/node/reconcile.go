@@ -69,8 +69,9 @@ func (r *reconciler) poolChanged() {
 
 // run watches and reconciles until ctx ends.
 func (r *reconciler) run(ctx context.Context) {
+	selector := r.fieldSelector(ctx)
 	factory := dynamicinformer.NewFilteredDynamicSharedInformerFactory(r.client, 10*time.Minute, metav1.NamespaceAll,
-		func(o *metav1.ListOptions) { o.FieldSelector = "spec.node=" + r.nodeName })
+		func(o *metav1.ListOptions) { o.FieldSelector = selector })
 	for _, kind := range []struct {
 		snapshot bool
 		informer cache.SharedIndexInformer
@@ -101,6 +102,18 @@ func (r *reconciler) run(ctx context.Context) {
 	for r.next(ctx) {
 	}
 	factory.Shutdown()
+}
+
+// fieldSelector selects this node's objects when the CRDs declare spec.node
+// selectable; otherwise every object is watched and the others are skipped.
+func (r *reconciler) fieldSelector(ctx context.Context) string {
+	selector := "spec.node=" + r.nodeName
+	_, err := r.client.Resource(api.VolumeResource).List(ctx, metav1.ListOptions{FieldSelector: selector, Limit: 1})
+	if apierrors.IsBadRequest(err) {
+		fmt.Fprintf(r.log, "csi: the Volume CRD has no selectable spec.node; watching all volumes\n")
+		return ""
+	}
+	return selector
 }
 
 func (r *reconciler) next(ctx context.Context) bool {
