@@ -86,6 +86,9 @@ func Reset(o ResetOptions) error {
 		step("stopped node-agent.service", o.StopService)
 	}
 	step("stopped containers and shims", func() error { return killCgroups(o.CgroupRoot, 10*time.Second) })
+	// The kubelet holds each block volume it mapped with a loop device over
+	// a file below its root: detach those while the files are still there.
+	step("detached the kubelet's loop devices of block volumes", func() error { return pool.DetachLoopsBelow(o.Node.KubeletRoot()) })
 	step("unmounted kubelet and containerd mounts", func() error { return unmountBelow(o.Node) })
 	step("removed the storage pool (volumes, snapshots, loop devices, pool image)", func() error {
 		return pool.Reset(o.Node.CSIPoolDir(), o.Node.CSIPoolImage())

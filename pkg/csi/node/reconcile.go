@@ -106,14 +106,29 @@ func (r *reconciler) run(ctx context.Context) {
 
 // fieldSelector selects this node's objects when the CRDs declare spec.node
 // selectable; otherwise every object is watched and the others are skipped.
+// It asks until the API server answers (the CRDs or the node's rights may
+// not be there yet while the control plane starts).
 func (r *reconciler) fieldSelector(ctx context.Context) string {
 	selector := "spec.node=" + r.nodeName
-	_, err := r.client.Resource(api.VolumeResource).List(ctx, metav1.ListOptions{FieldSelector: selector, Limit: 1})
-	if apierrors.IsBadRequest(err) {
-		fmt.Fprintf(r.log, "csi: the Volume CRD has no selectable spec.node; watching all volumes\n")
-		return ""
+	logged := false
+	for {
+		_, err := r.client.Resource(api.VolumeResource).List(ctx, metav1.ListOptions{FieldSelector: selector, Limit: 1})
+		switch {
+		case err == nil:
+			return selector
+		case apierrors.IsBadRequest(err):
+			fmt.Fprintf(r.log, "csi: the Volume CRD has no selectable spec.node; watching all volumes\n")
+			return ""
+		case !logged:
+			fmt.Fprintf(r.log, "csi: waiting for the Volume API: %v\n", err)
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return selector
+		case <-time.After(2 * time.Second):
+		}
 	}
-	return selector
 }
 
 func (r *reconciler) next(ctx context.Context) bool {

@@ -37,7 +37,7 @@ func Reset(root, image string) error {
 			}
 		}
 	}
-	errs = append(errs, detachLoopsBelow(root))
+	errs = append(errs, DetachLoopsBelow(root))
 	if isBtrfsMount(root) {
 		for _, kind := range []string{"snapshots", "volumes"} {
 			ids, _ := listDir(filepath.Join(root, kind))
@@ -60,8 +60,8 @@ func Reset(root, image string) error {
 	return errors.Join(errs...)
 }
 
-// detachLoopsBelow detaches the loop devices whose backing file is below dir.
-func detachLoopsBelow(dir string) error {
+// DetachLoopsBelow detaches the loop devices whose backing file is below dir.
+func DetachLoopsBelow(dir string) error {
 	var errs []error
 	files, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
 	for _, f := range files {
