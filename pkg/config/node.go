@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
 	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
@@ -47,7 +48,44 @@ type Node struct {
 	// in its containerd to the cluster's other nodes (port RegistryMirrorPort,
 	// node certificates only) and pulls through theirs; "disabled": neither.
 	RegistryMirror string `json:"registryMirror,omitempty"`
+	// Storage is "enabled" (the default): this node runs the CSI node plugin
+	// and brings a storage pool; "disabled": no pool, no volumes here.
+	Storage string `json:"storage,omitempty"`
+	// StoragePoolSize is the size of the pool image file made at the first
+	// start when no btrfs file system is mounted at the pool directory
+	// (dataDir/csi), e.g. 20Gi; the image is sparse. Default 10Gi.
+	StoragePoolSize string `json:"storagePoolSize,omitempty"`
 }
+
+// Values of Node.Storage.
+const (
+	StorageEnabled  = "enabled"
+	StorageDisabled = "disabled"
+)
+
+// DefaultStoragePoolSize is the pool image's size when none is configured.
+const DefaultStoragePoolSize = "10Gi"
+
+// minStoragePool is the smallest pool image mkfs.btrfs makes comfortably.
+const minStoragePool = 256 << 20
+
+// StorageEnabled says whether this node runs the CSI node plugin.
+func (n *Node) StorageEnabled() bool { return n.Storage != StorageDisabled }
+
+// StoragePoolBytes is StoragePoolSize in bytes (0 when invalid; Validate says why).
+func (n *Node) StoragePoolBytes() int64 {
+	q, err := resource.ParseQuantity(n.StoragePoolSize)
+	if err != nil {
+		return 0
+	}
+	return q.Value()
+}
+
+// CSIPoolDir is the storage pool's directory (a btrfs mount).
+func (n *Node) CSIPoolDir() string { return filepath.Join(n.DataDir, "csi") }
+
+// CSIPoolImage is the pool image file, made when no btrfs is mounted at CSIPoolDir.
+func (n *Node) CSIPoolImage() string { return filepath.Join(n.DataDir, "csi-pool.img") }
 
 // Values of Node.RegistryMirror.
 const (
@@ -139,6 +177,8 @@ func SetNodeDefaults(n *Node, hostname func() (string, error)) {
 	}
 	setString(&n.DataDir, DefaultNodeDataDir)
 	setString(&n.RegistryMirror, RegistryMirrorEnabled)
+	setString(&n.Storage, StorageEnabled)
+	setString(&n.StoragePoolSize, DefaultStoragePoolSize)
 }
 
 // Validate returns one error per invalid field, each naming the field, the bad
@@ -174,6 +214,12 @@ func (n *Node) Validate() []error {
 	}
 	if n.RegistryMirror != RegistryMirrorEnabled && n.RegistryMirror != RegistryMirrorDisabled {
 		add("registryMirror", n.RegistryMirror, "must be enabled or disabled")
+	}
+	if n.Storage != StorageEnabled && n.Storage != StorageDisabled {
+		add("storage", n.Storage, "must be enabled or disabled")
+	}
+	if q, err := resource.ParseQuantity(n.StoragePoolSize); err != nil || q.Value() < minStoragePool {
+		add("storagePoolSize", n.StoragePoolSize, "must be a size of at least 256Mi such as 20Gi")
 	}
 	return errs
 }
@@ -234,6 +280,8 @@ var nodeFlags = []struct {
 	{"iface", "interface pod traffic to other nodes uses (default: the one holding --node-ip, else the default route's)", func(n *Node) *string { return &n.Iface }},
 	{"data-dir", "directory for the node's credentials and state (default " + DefaultNodeDataDir + ")", func(n *Node) *string { return &n.DataDir }},
 	{"registry-mirror", "enabled or disabled: serve this node's images to the other nodes and pull through theirs (default enabled)", func(n *Node) *string { return &n.RegistryMirror }},
+	{"storage", "enabled or disabled: run the CSI node plugin and bring a storage pool on this node (default enabled)", func(n *Node) *string { return &n.Storage }},
+	{"storage-pool-size", "size of the sparse pool image made when no btrfs is mounted at <data-dir>/csi, e.g. 20Gi (default " + DefaultStoragePoolSize + ")", func(n *Node) *string { return &n.StoragePoolSize }},
 }
 
 // AddNodeFlags registers the node flags on fs.

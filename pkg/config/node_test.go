@@ -19,7 +19,8 @@ func validNode() *Node {
 
 func TestNodeDefaults(t *testing.T) {
 	n := validNode()
-	if n.APIVersion != APIVersion || n.Kind != NodeKind || n.DataDir != DefaultNodeDataDir || n.NodeName != "lab-node1" || !n.MirrorEnabled() {
+	if n.APIVersion != APIVersion || n.Kind != NodeKind || n.DataDir != DefaultNodeDataDir || n.NodeName != "lab-node1" || !n.MirrorEnabled() ||
+		!n.StorageEnabled() || n.StoragePoolBytes() != 10<<30 {
 		t.Fatalf("defaults: %+v", n)
 	}
 	if errs := n.Validate(); len(errs) != 0 {
@@ -46,6 +47,9 @@ func TestNodeValidationErrors(t *testing.T) {
 		{"bad ip", func(n *Node) { n.NodeIP = "10.0.0" }, `nodeIP: invalid value "10.0.0"`},
 		{"relative dir", func(n *Node) { n.DataDir = "var/lib" }, `dataDir: invalid value "var/lib": must be an absolute path`},
 		{"registry mirror", func(n *Node) { n.RegistryMirror = "off" }, `registryMirror: invalid value "off": must be enabled or disabled`},
+		{"storage", func(n *Node) { n.Storage = "yes" }, `storage: invalid value "yes": must be enabled or disabled`},
+		{"pool size unit", func(n *Node) { n.StoragePoolSize = "10GB!" }, `storagePoolSize: invalid value "10GB!": must be a size of at least 256Mi`},
+		{"pool size small", func(n *Node) { n.StoragePoolSize = "100Mi" }, `storagePoolSize: invalid value "100Mi"`},
 		{"kind", func(n *Node) { n.Kind = "ControlPlaneConfig" }, `kind: invalid value "ControlPlaneConfig": must be NodeConfig`},
 	}
 	for _, tc := range cases {
@@ -108,7 +112,7 @@ func TestEveryNodeKeyHasAFlag(t *testing.T) {
 	n := &Node{}
 	flags.Apply(n)
 	data, _ := MarshalNode(n)
-	for _, key := range []string{"server", "nodeName", "nodeIP", "dataDir", "registryMirror"} {
+	for _, key := range []string{"server", "nodeName", "nodeIP", "dataDir", "registryMirror", "storage", "storagePoolSize"} {
 		if !strings.Contains(string(data), key+": x") {
 			t.Errorf("config key %s is not set by any flag", key)
 		}

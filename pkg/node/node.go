@@ -9,11 +9,13 @@ import (
 	"time"
 
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/cni/network"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/component"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
+	csinode "github.com/vcluster-standalone/vcluster-standalone/pkg/csi/node"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
 )
 
@@ -32,7 +34,11 @@ type Options struct {
 // fails; it tells systemd READY=1 once the Node is Ready.
 func Run(ctx context.Context, o Options) error {
 	begin := time.Now()
-	cs, err := NodeClient(o.Node)
+	rc, err := NodeRESTConfig(o.Node)
+	if err != nil {
+		return err
+	}
+	cs, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return err
 	}
@@ -44,7 +50,7 @@ func Run(ctx context.Context, o Options) error {
 	fmt.Fprintf(o.Progress, "node %s: cgroup driver %s, cgroup v1 %t, pod network backend %s\n",
 		o.Node.NodeName, cgroupDriver(host), host.CgroupV1, settings.Backend)
 
-	m := component.NewManager(o.ReadyTimeout, o.Progress, components(o, cs, settings, host)...)
+	m := component.NewManager(o.ReadyTimeout, o.Progress, components(o, rc, cs, settings, host)...)
 	if err := m.Start(ctx); err != nil {
 		return err
 	}
@@ -63,7 +69,7 @@ func Run(ctx context.Context, o Options) error {
 }
 
 // components is the node, in start order.
-func components(o Options, cs kubernetes.Interface, s config.ClusterSettings, host Host) []component.Component {
+func components(o Options, rc *rest.Config, cs kubernetes.Interface, s config.ClusterSettings, host Host) []component.Component {
 	parts := []component.Component{
 		newServingCARefresh(cs, o.Node, o.Progress),
 		NewContainerd(o.Node, host, o.Self, o.RegistriesFile, o.Logs),
@@ -72,20 +78,32 @@ func components(o Options, cs kubernetes.Interface, s config.ClusterSettings, ho
 		NewKubelet(o.Node, s, host),
 		NewKubeProxy(o.Node, s, host),
 		network.New(cs, o.Node, s),
-		NewNodeReady(cs, o.Node.NodeName),
 	}
+	if o.Node.StorageEnabled() {
+		parts = append(parts, csinode.New(o.Node, rc, o.Progress))
+	}
+	parts = append(parts, NewNodeReady(cs, o.Node.NodeName))
 	// Last: it records the others' command lines after their Init.
 	return append(parts, &component.ArgsRecorder{Components: parts, Path: EffectiveArgsFile(o.Node), Write: pki.WriteFileAtomic, Log: o.Progress})
 }
 
 // NodeClient is a client with the node's own (kubelet) credential.
 func NodeClient(n *config.Node) (kubernetes.Interface, error) {
+	rc, err := NodeRESTConfig(n)
+	if err != nil {
+		return nil, err
+	}
+	return kubernetes.NewForConfig(rc)
+}
+
+// NodeRESTConfig is the node's own (kubelet) credential as a client config.
+func NodeRESTConfig(n *config.Node) (*rest.Config, error) {
 	rc, err := clientcmd.BuildConfigFromFlags("", n.KubeletKubeconfig())
 	if err != nil {
 		return nil, fmt.Errorf("failed to load the node's credentials from %s (has this node joined? run `node-agent join`): %w", n.KubeletKubeconfig(), err)
 	}
 	rc.UserAgent = "node-agent"
-	return kubernetes.NewForConfig(rc)
+	return rc, nil
 }
 
 func cgroupDriver(h Host) string {

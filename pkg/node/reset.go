@@ -19,6 +19,7 @@ import (
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/cni"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/cni/network"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/csi/pool"
 )
 
 // ResetOptions are what `node-agent reset` undoes: everything join and run
@@ -85,7 +86,13 @@ func Reset(o ResetOptions) error {
 		step("stopped node-agent.service", o.StopService)
 	}
 	step("stopped containers and shims", func() error { return killCgroups(o.CgroupRoot, 10*time.Second) })
+	// The kubelet holds each block volume it mapped with a loop device over
+	// a file below its root: detach those while the files are still there.
+	step("detached the kubelet's loop devices of block volumes", func() error { return pool.DetachLoopsBelow(o.Node.KubeletRoot()) })
 	step("unmounted kubelet and containerd mounts", func() error { return unmountBelow(o.Node) })
+	step("removed the storage pool (volumes, snapshots, loop devices, pool image)", func() error {
+		return pool.Reset(o.Node.CSIPoolDir(), o.Node.CSIPoolImage())
+	})
 	step("removed the pod network (bridge, veths, IPAM, CNI config)", func() error {
 		return cni.Reset(o.Node.IPAMDir(), o.Node.CNIConfDir())
 	})
@@ -219,25 +226,7 @@ func unmountBelow(n *config.Node) error {
 }
 
 // mountPoints reads this mount namespace's mount points.
-func mountPoints() ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if fields := strings.Fields(sc.Text()); len(fields) > 4 {
-			out = append(out, unescapeMount(fields[4]))
-		}
-	}
-	return out, sc.Err()
-}
-
-func unescapeMount(s string) string {
-	return strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`).Replace(s)
-}
+func mountPoints() ([]string, error) { return pool.MountPoints() }
 
 // cleanupKubeProxy runs upstream kube-proxy's own cleanup of its iptables
 // (and nftables/IPVS) rules.

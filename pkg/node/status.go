@@ -20,6 +20,7 @@ import (
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/cni"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/cni/network"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
+	csinode "github.com/vcluster-standalone/vcluster-standalone/pkg/csi/node"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/node/mirror"
 )
 
@@ -42,6 +43,8 @@ func Status(ctx context.Context, n *config.Node) []Check {
 	checks := []Check{containerdCheck(ctx), healthCheck(ctx, "kubelet", "http://127.0.0.1:10248/healthz"),
 		healthCheck(ctx, "kube-proxy", "http://127.0.0.1:10256/healthz")}
 	checks = append(checks, networkChecks(n)...)
+	ok, detail := csinode.Status(ctx, n)
+	checks = append(checks, Check{"storage", ok, detail})
 	checks = append(checks,
 		certCheck("kubelet client certificate", n.KubeletClientCertFile()),
 		certCheck("kubelet serving certificate", n.KubeletServingCertFile()))

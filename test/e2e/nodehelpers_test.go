@@ -405,6 +405,7 @@ for p in /proc/[0-9]*; do
 	grep -q ':/exec$' $p/cgroup || { printf 'process\t'; cat $p/comm; }
 done
 find /sys/fs/cgroup -mindepth 2 -maxdepth 3 -type d ! -path '*/exec' ! -path '*/exec/*' -printf 'cgroup\t%P\n'
+for f in /sys/block/loop*/loop/backing_file; do [ -f "$f" ] && printf 'loop\t%s\n' "$(cat "$f")"; done
 `
 
 // nodeStateIgnored are lines that change on a lab node without anything of

@@ -7,13 +7,13 @@
 # make build, make test, make lab and make e2e run this first: as root it installs
 # what is missing; as another user it names the missing packages and the command.
 # Build: runc is built static with seccomp (libseccomp-dev, pkg-config, gcc).
-# Tests: iptables, iproute2, curl, shellcheck. Lab: a Debian bookworm rootfs made
+# Tests: iptables, iproute2, curl, shellcheck, btrfs-progs (the storage pool). Lab: a Debian bookworm rootfs made
 # with debootstrap, booted with systemd-nspawn, wired with iproute2.
 set -eu
 
 PKGS="make git gcc libc6-dev pkg-config libseccomp-dev ca-certificates curl bc \
 iptables iproute2 shellcheck jq \
-debootstrap systemd-container e2fsprogs util-linux kmod"
+debootstrap systemd-container e2fsprogs btrfs-progs util-linux kmod"
 
 check=0
 case ${1:-} in
