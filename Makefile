@@ -22,7 +22,7 @@ LDFLAGS := -s -w \
 	-X github.com/containerd/containerd/v2/version.Version=$(CONTAINERD_VERSION:v%=%)
 export LDFLAGS
 
-.PHONY: snapshot-crds all build test unit integration e2e lab lab-down bench vet fmt clean images system-images deps
+.PHONY: csi-sanity snapshot-crds all build test unit integration e2e lab lab-down bench vet fmt clean images system-images deps
 
 all: build
 
@@ -54,6 +54,11 @@ snapshot-crds:
 	for k in volumesnapshotclasses volumesnapshotcontents volumesnapshots; do \
 		cmp -s $$dir/config/crd/snapshot.storage.k8s.io_$$k.yaml $(SNAPSHOT_CRDS)/$$k.yaml || \
 		install -m 0644 $$dir/config/crd/snapshot.storage.k8s.io_$$k.yaml $(SNAPSHOT_CRDS)/$$k.yaml; done
+
+# csi-sanity from the csi-test module go.mod pins (hack/tools), for the
+# storage e2e test, which runs it inside lab-cp (/run/lab/bin/csi-sanity).
+csi-sanity:
+	$(GO) build -o $(BIN)/csi-sanity github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity
 
 # Unit tests run beside the code; integration tests start the real binary on free ports.
 test: build vet
@@ -143,7 +148,7 @@ lab: build images
 lab-down:
 	$(LAB) down
 
-e2e: build images
+e2e: build images csi-sanity
 	@if [ -f /run/vcluster-standalone-lab/nodes ]; then echo "e2e: removing the running lab first (the suite brings up its own)"; $(LAB) down; fi
 	@rc=0; \
 	LAB_BIN=$(BIN) LAB_JOIN=0 VCS_LAB=$(LAB) VCS_E2E_LOGS=$(E2E_LOGS) VCS_BINARY=$(BIN)/vcluster-standalone \
