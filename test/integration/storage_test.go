@@ -35,6 +35,16 @@ func TestStorageControlPlane(t *testing.T) {
 	cp := newControlPlane(t)
 	cp.start()
 	defer cp.stop()
+	t.Cleanup(func() {
+		if t.Failed() {
+			data, _ := os.ReadFile(cp.logPath)
+			for _, l := range strings.Split(string(data), "\n") {
+				if strings.Contains(l, "CSI") || strings.Contains(l, "csi") || strings.Contains(l, "storage") {
+					t.Log(l)
+				}
+			}
+		}
+	})
 	ctx := context.Background()
 	client := cp.client()
 	adminCfg, err := clientcmd.BuildConfigFromFlags("", cp.kubeconfig)

@@ -63,7 +63,7 @@ func (c *clusterSync) sync(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return errors.Join(c.syncCapacities(ctx, pools, classes), c.reportUnplaceable(pools, classes), c.collectGone(ctx, pools))
+	return errors.Join(c.syncCapacities(ctx, pools, classes), c.reportUnplaceable(pools, classes), c.collectGone(ctx))
 }
 
 func (c *clusterSync) ourClasses() ([]*storagev1.StorageClass, error) {
@@ -83,7 +83,7 @@ func (c *clusterSync) syncCapacities(ctx context.Context, pools []*api.Pool, cla
 	var errs []error
 	for _, pool := range pools {
 		if _, err := c.nodes.Get(pool.Name); err != nil {
-			continue // the GC removes the pool of a deleted node
+			continue // a deleted node's pool, or one whose Node has not registered yet
 		}
 		for _, sc := range classes {
 			name := capacityName(sc.Name, pool.Name)
@@ -216,15 +216,11 @@ func (c *clusterSync) nodeGone(name string) bool {
 
 // collectGone releases what a deleted Node held: Volumes and Snapshots being
 // deleted lose their finalizer (no node will ever remove it), the PVs of the
-// others are marked with an event, and the node's Pool goes.
-func (c *clusterSync) collectGone(ctx context.Context, pools []*api.Pool) error {
+// others are marked with an event.
+func (c *clusterSync) collectGone(ctx context.Context) error {
+	// Pools stay: a node may report its pool before its Node registers,
+	// and capacity ignores pools without a Node.
 	var errs []error
-	for _, p := range pools {
-		if c.nodeGone(p.Name) {
-			klog.InfoS("Deleting the Pool of a deleted node", "node", p.Name)
-			errs = append(errs, c.store.pools.Delete(ctx, p.Name))
-		}
-	}
 	vols, err := c.store.volumes.List(ctx)
 	if err != nil {
 		return err
