@@ -72,6 +72,7 @@ bench: build images
 	hack/bench-controlplane.sh $(BIN)/vcluster-standalone
 	LAB_BIN=$(BIN) hack/bench-node.sh
 	LAB_BIN=$(BIN) hack/bench-network.sh
+	LAB_BIN=$(BIN) hack/bench-storage.sh
 
 clean:
 	rm -rf $(BIN)

@@ -4,6 +4,7 @@
 //	pods -kubeconfig K -node N -ns NS -n 30 latency   # prints "p50 p99 max" in seconds, deletes the pods
 //	pods -kubeconfig K -node N -ns NS -n 10 run       # leaves 10 running pods
 //	pods -kubeconfig K -ns NS clean                   # deletes the namespace, waits until it is gone
+//	pods ... -pvc 64Mi latency                        # each pod with its own new PVC (default class), timed from the PVC's create
 //
 // Startup latency, as Kubernetes' pod startup SLO defines it: from the pod's
 // creation (here: the moment the create request is sent, which the client
@@ -24,6 +25,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
@@ -31,6 +33,9 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 )
+
+// pvcSize, when set, gives each pod its own PersistentVolumeClaim.
+var pvcSize string
 
 func main() {
 	kubeconfig := flag.String("kubeconfig", "", "admin kubeconfig")
@@ -40,6 +45,7 @@ func main() {
 	n := flag.Int("n", 30, "number of pods")
 	serial := flag.Bool("serial", false, "latency: create each pod once the previous one runs, not all at once")
 	timeout := flag.Duration("timeout", 3*time.Minute, "how long pods may take to run")
+	flag.StringVar(&pvcSize, "pvc", "", "give each pod a new PVC of this size on the default StorageClass, e.g. 64Mi")
 	flag.Parse()
 	if flag.NArg() != 1 {
 		fail(fmt.Errorf("want one of: latency, run, clean"))
@@ -110,6 +116,25 @@ func startPods(ctx context.Context, cs kubernetes.Interface, ns, node, image, pr
 			},
 		}
 		created[name] = time.Now()
+		if pvcSize != "" {
+			size, err := resource.ParseQuantity(pvcSize)
+			if err != nil {
+				return nil, fmt.Errorf("-pvc: %w", err)
+			}
+			claim := &corev1.PersistentVolumeClaim{
+				ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"bench": prefix}},
+				Spec: corev1.PersistentVolumeClaimSpec{
+					AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+					Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: size}},
+				},
+			}
+			if _, err := cs.CoreV1().PersistentVolumeClaims(ns).Create(ctx, claim, metav1.CreateOptions{}); err != nil {
+				return nil, err
+			}
+			pod.Spec.Volumes = []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{
+				PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: name}}}}
+			pod.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "data", MountPath: "/data"}}
+		}
 		if _, err := cs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 			return nil, err
 		}
@@ -162,8 +187,17 @@ func deletePods(ctx context.Context, cs kubernetes.Interface, ns, prefix string)
 	if err := cs.CoreV1().Pods(ns).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: &zero}, sel); err != nil {
 		return err
 	}
-	return wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+	if err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 		l, err := cs.CoreV1().Pods(ns).List(ctx, sel)
+		return err == nil && len(l.Items) == 0, nil
+	}); err != nil || pvcSize == "" {
+		return err
+	}
+	if err := cs.CoreV1().PersistentVolumeClaims(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, sel); err != nil {
+		return err
+	}
+	return wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		l, err := cs.CoreV1().PersistentVolumeClaims(ns).List(ctx, sel)
 		return err == nil && len(l.Items) == 0, nil
 	})
 }
