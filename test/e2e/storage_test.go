@@ -90,8 +90,9 @@ spec:
 %s`, name, size, extra)
 }
 
-// podWithClaim is a busybox pod on node mounting claim at /data.
-func podWithClaim(name, node, claim string) string {
+// storagePod is a busybox pod on node; containerExtra and volumes are YAML
+// lines of the container (volumeMounts, volumeDevices) and the pod.
+func storagePod(name, node, containerExtra, volumes string) string {
 	return fmt.Sprintf(`apiVersion: v1
 kind: Pod
 metadata: {name: %s}
@@ -103,11 +104,14 @@ spec:
     image: %s
     imagePullPolicy: Never
     command: [sleep, "86400"]
-    volumeMounts: [{name: data, mountPath: /data}]
-  volumes:
-  - name: data
-    persistentVolumeClaim: {claimName: %s}
-`, name, node, busyboxImage, claim)
+%s  volumes:
+%s`, name, node, busyboxImage, containerExtra, volumes)
+}
+
+// podWithClaim is a busybox pod on node mounting claim at /data.
+func podWithClaim(name, node, claim string) string {
+	return storagePod(name, node, "    volumeMounts: [{name: data, mountPath: /data}]\n",
+		"  - {name: data, persistentVolumeClaim: {claimName: "+claim+"}}\n")
 }
 
 // inPod runs a shell command in the pod's container.
@@ -280,20 +284,8 @@ spec: {source: {persistentVolumeClaimName: data}}
 	t.Logf("too-big PVC: %s", mustKubectl(t, "get", "events", "-n", ns, "--field-selector", "involvedObject.name=huge,reason=NotEnoughStorage", "-o", "jsonpath={.items[0].message}"))
 
 	// Ephemeral volumes get their size enforced.
-	applyYAML(t, ns, fmt.Sprintf(`apiVersion: v1
-kind: Pod
-metadata: {name: ephemeral}
-spec:
-  nodeSelector: {kubernetes.io/hostname: %s}
-  terminationGracePeriodSeconds: 0
-  containers:
-  - name: main
-    image: %s
-    imagePullPolicy: Never
-    command: [sleep, "86400"]
-    volumeMounts: [{name: generic, mountPath: /generic}, {name: inline, mountPath: /inline}]
-  volumes:
-  - name: generic
+	applyYAML(t, ns, storagePod("ephemeral", podNode,
+		"    volumeMounts: [{name: generic, mountPath: /generic}, {name: inline, mountPath: /inline}]\n", `  - name: generic
     ephemeral:
       volumeClaimTemplate:
         spec:
@@ -303,7 +295,7 @@ spec:
     csi:
       driver: csi.vcluster-standalone.io
       volumeAttributes: {size: 32Mi}
-`, podNode, busyboxImage))
+`))
 	waitPod(t, ns, "ephemeral", 2*time.Minute)
 	for _, dir := range []string{"/generic", "/inline"} {
 		mustInPod(t, ns, "ephemeral", "dd if=/dev/zero of="+dir+"/small bs=1M count=8 conv=fsync 2>/dev/null")
@@ -314,22 +306,8 @@ spec:
 
 	// A block-mode PVC: the pod sees a device and its bytes persist.
 	applyYAML(t, ns, pvcYAML("raw", "32Mi", "  volumeMode: Block\n"))
-	applyYAML(t, ns, fmt.Sprintf(`apiVersion: v1
-kind: Pod
-metadata: {name: block}
-spec:
-  nodeSelector: {kubernetes.io/hostname: %s}
-  terminationGracePeriodSeconds: 0
-  containers:
-  - name: main
-    image: %s
-    imagePullPolicy: Never
-    command: [sleep, "86400"]
-    volumeDevices: [{name: raw, devicePath: /dev/xvda}]
-  volumes:
-  - name: raw
-    persistentVolumeClaim: {claimName: raw}
-`, podNode, busyboxImage))
+	applyYAML(t, ns, storagePod("block", podNode, "    volumeDevices: [{name: raw, devicePath: /dev/xvda}]\n",
+		"  - {name: raw, persistentVolumeClaim: {claimName: raw}}\n"))
 	waitPod(t, ns, "block", 2*time.Minute)
 	mustInPod(t, ns, "block", "echo block-bytes | dd of=/dev/xvda conv=fsync 2>/dev/null")
 	if got := mustInPod(t, ns, "block", "dd if=/dev/xvda bs=11 count=1 2>/dev/null"); got != "block-bytes" {
