@@ -50,6 +50,16 @@ func TestControllerIdentities(t *testing.T) {
 			{"get", "", "secrets", "", "kube-system", "", false},
 			{"impersonate", "", "users", "", "", "", false},
 		},
+		"csi": {
+			{"create", "", "persistentvolumes", "", "", "", true},
+			{"patch", "", "persistentvolumeclaims", "status", "default", "", true},
+			{"create", "storage.k8s.io", "csistoragecapacities", "", "kube-system", "", true},
+			{"create", "storage.k8s.io", "csistoragecapacities", "", "default", "", false},
+			{"update", "csi.vcluster-standalone.io", "volumes", "", "", "", true},
+			{"get", "", "secrets", "", "kube-system", "", false},
+			{"create", "", "pods", "", "default", "", false},
+			{"escalate", "rbac.authorization.k8s.io", "clusterroles", "", "", "", false},
+		},
 	} {
 		kubeconfig := filepath.Join(cp.dataDir, "kubeconfig", controller+".conf")
 		cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)

@@ -246,3 +246,22 @@ func TestStorageControlPlane(t *testing.T) {
 func schemaGVR(group, version, resource string) schema.GroupVersionResource {
 	return schema.GroupVersionResource{Group: group, Version: version, Resource: resource}
 }
+
+// TestStorageOff: --storage=false writes none of the storage objects and
+// runs no CSI controller.
+func TestStorageOff(t *testing.T) {
+	cp := newControlPlane(t, "--storage=false")
+	cp.start()
+	defer cp.stop()
+	ctx := context.Background()
+	client := cp.client()
+	if _, err := client.StorageV1().CSIDrivers().Get(ctx, csi.DriverName, metav1.GetOptions{}); err == nil {
+		t.Error("CSIDriver written with storage off")
+	}
+	if classes, err := client.StorageV1().StorageClasses().List(ctx, metav1.ListOptions{}); err != nil || len(classes.Items) != 0 {
+		t.Errorf("StorageClasses with storage off: %v %v", classes, err)
+	}
+	if _, err := os.Stat(filepath.Join(cp.dataDir, "csi", "controller.sock")); !os.IsNotExist(err) {
+		t.Errorf("controller socket with storage off: %v", err)
+	}
+}
