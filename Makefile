@@ -22,7 +22,7 @@ LDFLAGS := -s -w \
 	-X github.com/containerd/containerd/v2/version.Version=$(CONTAINERD_VERSION:v%=%)
 export LDFLAGS
 
-.PHONY: all build test unit integration e2e lab lab-down bench vet fmt clean images system-images deps
+.PHONY: snapshot-crds all build test unit integration e2e lab lab-down bench vet fmt clean images system-images deps
 
 all: build
 
@@ -31,7 +31,7 @@ all: build
 deps:
 	@test/vm/install-deps.sh --check 2>/dev/null || test/vm/install-deps.sh
 
-build: deps pkg/node/embedded/runc system-images
+build: deps pkg/node/embedded/runc system-images snapshot-crds
 	@mkdir -p $(BIN)
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/vcluster-standalone ./cmd/vcluster-standalone
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/node-agent ./cmd/node-agent
@@ -45,6 +45,15 @@ $(BIN)/runc-$(RUNC_VERSION)/runc: | deps
 
 pkg/node/embedded/runc: $(BIN)/runc-$(RUNC_VERSION)/runc
 	cp $< $@
+
+# The VolumeSnapshot CRDs of the external-snapshotter client module go.mod
+# pins, embedded in the control plane (pkg/csi/controller/snapshotcrds).
+SNAPSHOT_CRDS := pkg/csi/controller/snapshotcrds
+snapshot-crds:
+	@dir=$$($(GO) list -m -f '{{.Dir}}' github.com/kubernetes-csi/external-snapshotter/client/v8) && \
+	for k in volumesnapshotclasses volumesnapshotcontents volumesnapshots; do \
+		cmp -s $$dir/config/crd/snapshot.storage.k8s.io_$$k.yaml $(SNAPSHOT_CRDS)/$$k.yaml || \
+		install -m 0644 $$dir/config/crd/snapshot.storage.k8s.io_$$k.yaml $(SNAPSHOT_CRDS)/$$k.yaml; done
 
 # Unit tests run beside the code; integration tests start the real binary on free ports.
 test: build vet

@@ -221,7 +221,7 @@ func TestEveryConfigKeyHasAFlag(t *testing.T) {
 	// config where every field is set in YAML.
 	out, _ := yaml.Marshal(c)
 	data := string(out)
-	for _, key := range []string{"advertiseAddress", "bindAddress", "apiPort", "joinPort", "dataDir", "adminKubeconfig", "podCIDR", "serviceCIDR", "clusterDNS", "clusterDomain", "etcdClient", "etcdPeer", "controllerManager", "scheduler", "extraSANs", "apiServer", "featureGates", "podSecurityStandard", "enabled", "joinNode", "joinEndpoint", "configFile", "unitDir"} {
+	for _, key := range []string{"advertiseAddress", "bindAddress", "apiPort", "joinPort", "dataDir", "adminKubeconfig", "podCIDR", "serviceCIDR", "clusterDNS", "clusterDomain", "etcdClient", "etcdPeer", "controllerManager", "scheduler", "extraSANs", "apiServer", "featureGates", "podSecurityStandard", "enabled", "storage", "joinNode", "joinEndpoint", "configFile", "unitDir"} {
 		if !strings.Contains(data, key+":") {
 			t.Errorf("config key %s is not set by any flag", key)
 		}

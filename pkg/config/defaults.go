@@ -77,6 +77,10 @@ func SetDefaults(c *ControlPlane, detectAddress func() (string, error)) {
 		enabled := true
 		c.SecretsEncryption.Enabled = &enabled
 	}
+	if c.Storage.Enabled == nil {
+		enabled := true
+		c.Storage.Enabled = &enabled
+	}
 	if c.JoinNode == nil {
 		join := true
 		c.JoinNode = &join

@@ -42,6 +42,7 @@ var controlPlaneFlags = []flagField{
 	{"feature-gates", "feature gates for every component, e.g. Foo=true,Bar=false", func(c *ControlPlane) any { return &c.FeatureGates }},
 	{"pod-security-standard", "Pod Security Standard enforced by default: privileged, baseline or restricted (default baseline)", func(c *ControlPlane) any { return &c.Policies.PodSecurityStandard }},
 	{"secrets-encryption", "encrypt Secrets at rest (default true)", func(c *ControlPlane) any { return &c.SecretsEncryption.Enabled }},
+	{"storage", "run the built-in CSI driver's controller and write its StorageClass, CSIDriver and CRDs (default true)", func(c *ControlPlane) any { return &c.Storage.Enabled }},
 	{"join-node", "run workloads on the control-plane host too (default true)", func(c *ControlPlane) any { return &c.JoinNode }},
 	{"local-node-config-file", "with --join-node: where to write this host's node-agent config (default " + DefaultNodeConfigFile + ")", func(c *ControlPlane) any { return &c.LocalNode.ConfigFile }},
 	{"local-node-data-dir", "with --join-node: this host's node-agent data dir, for its credentials (default " + DefaultNodeDataDir + ")", func(c *ControlPlane) any { return &c.LocalNode.DataDir }},

@@ -47,6 +47,7 @@ type ControlPlane struct {
 
 	Policies          PoliciesConfig          `json:"policies,omitempty"`
 	SecretsEncryption SecretsEncryptionConfig `json:"secretsEncryption,omitempty"`
+	Storage           StorageConfig           `json:"storage,omitempty"`
 
 	// JoinNode makes the control-plane host a node too (it runs node-agent
 	// with credentials the control plane issues itself). Default true.
@@ -112,6 +113,19 @@ type PoliciesConfig struct {
 type SecretsEncryptionConfig struct {
 	// Enabled defaults to true; the key is generated on first start.
 	Enabled *bool `json:"enabled,omitempty"`
+}
+
+// StorageConfig controls the distribution's own CSI driver.
+type StorageConfig struct {
+	// Enabled defaults to true: the CSI controller, its CRDs, the CSIDriver,
+	// the default StorageClass and VolumeSnapshotClass. Off, none of them
+	// are written or run (objects already written stay).
+	Enabled *bool `json:"enabled,omitempty"`
+}
+
+// StorageEnabled reports whether the CSI driver's control-plane half runs.
+func (c *ControlPlane) StorageEnabled() bool {
+	return c.Storage.Enabled == nil || *c.Storage.Enabled
 }
 
 // EncryptionEnabled reports whether Secrets are encrypted at rest.

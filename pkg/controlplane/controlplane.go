@@ -137,7 +137,7 @@ func LocalServer(c *config.ControlPlane) string {
 // whose content is unchanged are not touched.
 func writeGeneratedFiles(c *config.ControlPlane, paths Paths, bundle *pki.Bundle) error {
 	server := LocalServer(c)
-	for _, user := range []string{"super-admin", "admin", "controller-manager", "scheduler", pki.CSRApprover, pki.JoinObjects, pki.Addons} {
+	for _, user := range []string{"super-admin", "admin", "controller-manager", "scheduler", pki.CSRApprover, pki.JoinObjects, pki.Addons, pki.CSI} {
 		kubeconfig, err := bundle.Kubeconfig(server, user)
 		if err != nil {
 			return err
@@ -186,6 +186,7 @@ func newComponents(c *config.ControlPlane, paths Paths, bundle *pki.Bundle, prog
 		&bootstrapObjects{kubeconfig: paths.Kubeconfig("super-admin")},
 	}
 	components = append(components, joinComponents(c, paths)...)
+	components = append(components, storageComponents(c, paths)...)
 	components = append(components, nodeComponents(c, paths, bundle, progress)...)
 	// Last: it records the others' command lines after their Init.
 	return append(components, &component.ArgsRecorder{Components: components, Path: paths.EffectiveArgsFile(), Write: pki.WriteFileAtomic, Log: progress}), nil

@@ -9,6 +9,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/csi/api"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/joinserver"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/kubeapply"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
@@ -17,7 +18,7 @@ import (
 // grant is one binding of a controller's rights: cluster-wide when
 // Namespace is empty, else only in that namespace.
 type grant struct {
-	Controller string // pki.CSRApprover, pki.JoinObjects or pki.Addons
+	Controller string // pki.CSRApprover, pki.JoinObjects, pki.Addons or pki.CSI
 	Namespace  string
 	Rules      []rbacv1.PolicyRule
 }
@@ -86,7 +87,33 @@ func controllerGrants() []grant {
 			rule([]string{"policy"}, []string{"poddisruptionbudgets"}, manage),
 			rule(rbac, []string{"roles", "rolebindings"}, manage),
 		}},
+		{Controller: pki.CSI, Rules: csiControllerRules()},
+		{Controller: pki.CSI, Namespace: metav1.NamespaceSystem, Rules: []rbacv1.PolicyRule{
+			rule([]string{"storage.k8s.io"}, []string{"csistoragecapacities"}, []string{"get", "list", "watch", "create", "update", "delete"}),
+		}},
 	}
+}
+
+// csiControllerRules are the CSI controller's cluster-wide rights: its
+// addon objects, provisioning, resizing, snapshots and the node GC.
+func csiControllerRules() []rbacv1.PolicyRule {
+	storage := []string{"storage.k8s.io"}
+	snapshot := []string{"snapshot.storage.k8s.io"}
+	all := []string{"get", "list", "watch", "create", "update", "patch", "delete"}
+	return append([]rbacv1.PolicyRule{
+		rule([]string{"apiextensions.k8s.io"}, []string{"customresourcedefinitions"}, []string{"get", "create", "update"}),
+		rule([]string{"admissionregistration.k8s.io"}, []string{"validatingadmissionpolicies", "validatingadmissionpolicybindings"}, manage),
+		rule(rbac, []string{"clusterroles", "clusterrolebindings"}, manage),
+		rule(storage, []string{"csidrivers"}, manage),
+		rule(storage, []string{"storageclasses"}, []string{"get", "list", "watch", "create", "update"}),
+		rule([]string{api.Group}, []string{"*"}, all),
+		rule(core, []string{"persistentvolumes"}, all),
+		rule(core, []string{"persistentvolumeclaims"}, []string{"get", "list", "watch", "update", "patch"}),
+		rule(core, []string{"persistentvolumeclaims/status"}, []string{"update", "patch"}),
+		rule(core, []string{"nodes"}, readOnly),
+		rule(snapshot, []string{"volumesnapshots", "volumesnapshotcontents", "volumesnapshotclasses"}, all),
+		rule(snapshot, []string{"volumesnapshots/status", "volumesnapshotcontents/status"}, []string{"update", "patch"}),
+	}, events...)
 }
 
 // grantName names a grant's role and binding.

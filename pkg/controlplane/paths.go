@@ -15,3 +15,9 @@ func (p Paths) Cert(name string) string { return filepath.Join(p.PKI(), name+".c
 func (p Paths) Key(name string) string  { return filepath.Join(p.PKI(), name+".key") }
 func (p Paths) EncryptionKey() string   { return filepath.Join(p.DataDir, "secrets", "encryption-key") }
 func (p Paths) AuditLog() string        { return filepath.Join(p.DataDir, "logs", "audit.log") }
+
+// CSIControllerSocket is where the CSI controller serves Identity and
+// Controller (for csi-sanity and debugging; 0600).
+func (p Paths) CSIControllerSocket() string {
+	return filepath.Join(p.DataDir, "csi", "controller.sock")
+}

@@ -47,6 +47,7 @@ const (
 	CSRApprover = "csr-approver" // approves kubelet client and serving CSRs
 	JoinObjects = "join-objects" // cluster-info and the RBAC of joining nodes
 	Addons      = "addons"       // node settings, CoreDNS, the local node's role
+	CSI         = "csi"          // the CSI driver's controller: volumes, PVs, snapshots, capacity
 )
 
 // ControllerUser is the user name a controller's certificate carries.
@@ -120,6 +121,7 @@ func Leaves(p Params) []CertSpec {
 		{Name: CSRApprover, CA: ClusterCA, CommonName: ControllerUser(CSRApprover), Usages: clientUsage},
 		{Name: JoinObjects, CA: ClusterCA, CommonName: ControllerUser(JoinObjects), Usages: clientUsage},
 		{Name: Addons, CA: ClusterCA, CommonName: ControllerUser(Addons), Usages: clientUsage},
+		{Name: CSI, CA: ClusterCA, CommonName: ControllerUser(CSI), Usages: clientUsage},
 		{Name: "scheduler", CA: ClusterCA, CommonName: "system:kube-scheduler", Usages: clientUsage},
 		// Serving certs for the loopback health/metrics ports: issued here
 		// (ECDSA) instead of each component generating a self-signed RSA key

@@ -124,6 +124,12 @@ func nodeClient(t *testing.T, cp *joinControlPlane, name string) *kubernetes.Cli
 // minted from the cluster CA in the data dir.
 func certClient(t *testing.T, cp *controlPlane, cn string, groups ...string) *kubernetes.Clientset {
 	t.Helper()
+	return mustClient(t, certConfig(t, cp, cn, groups...))
+}
+
+// certConfig is certClient's client config, for other client kinds.
+func certConfig(t *testing.T, cp *controlPlane, cn string, groups ...string) *rest.Config {
+	t.Helper()
 	pkiDir := filepath.Join(cp.dataDir, "pki")
 	cas, err := certutil.CertsFromFile(filepath.Join(pkiDir, "ca.crt"))
 	if err != nil {
@@ -156,7 +162,7 @@ func certClient(t *testing.T, cp *controlPlane, cn string, groups ...string) *ku
 		CAFile:   filepath.Join(pkiDir, "ca.crt"),
 		CertData: pemCert(der), KeyData: keyPEM,
 	}}
-	return mustClient(t, cfg)
+	return cfg
 }
 
 func pemCert(der []byte) []byte {
