@@ -8,6 +8,7 @@ import (
 	"io"
 	"reflect"
 	"slices"
+	"sync"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -352,4 +353,12 @@ func (r *reconciler) writePool(ctx context.Context) error {
 	}
 	_, err = pools.UpdateStatus(ctx, out, metav1.UpdateOptions{})
 	return err
+}
+
+// Reconcile runs the reconciler of node nodeName over p until ctx ends:
+// what the plugin does after Start, for tests that bring their own pool
+// and API server.
+func Reconcile(ctx context.Context, client dynamic.Interface, nodeName string, p pool.Pool, log io.Writer) {
+	var mu sync.Mutex
+	newReconciler(client, nodeName, p, func() func() { mu.Lock(); return mu.Unlock }, log).run(ctx)
 }
