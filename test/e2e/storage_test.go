@@ -41,7 +41,7 @@ func TestStorageCSISanity(t *testing.T) {
 				"--csi.testvolumeparameters=/tmp/csi-sanity-params.yaml",
 				"--csi.testvolumesize=67108864", "--csi.testvolumeexpandsize=134217728",
 				"--csi.mountdir="+dir+"/target", "--csi.stagingdir="+dir+"/staging",
-				"--ginkgo.timeout=5m")
+				"--ginkgo.timeout=5m", "--ginkgo.no-color")
 			summary := sanitySummary(r.stdout)
 			t.Logf("csi-sanity %s: %s", accessType, summary)
 			if r.code != 0 {
