@@ -33,7 +33,10 @@ func TestStorageCSISanity(t *testing.T) {
 	mustInNode(t, cpNode, "sh", "-c", "printf 'csi.vcluster-standalone.io/node: "+cpNode+"\\n' > /tmp/csi-sanity-params.yaml")
 	for _, accessType := range []string{"mount", "block"} {
 		t.Run(accessType, func(t *testing.T) {
+			// csi-sanity creates the target and staging dirs (not their parent)
+			// and refuses existing ones.
 			dir := "/tmp/csi-sanity-" + accessType
+			mustInNode(t, cpNode, "sh", "-c", "rm -rf "+dir+" && mkdir -p "+dir)
 			r := inNode(t, cpNode, binDir+"/csi-sanity",
 				"--csi.endpoint=unix://"+nodeSocket,
 				"--csi.controllerendpoint=unix://"+controllerSocket,

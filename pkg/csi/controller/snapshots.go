@@ -7,14 +7,17 @@ import (
 
 	csipb "github.com/container-storage-interface/spec/lib/go/csi"
 	snapshotclient "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned"
+	snapshotscheme "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned/scheme"
 	snapshotinformers "github.com/kubernetes-csi/external-snapshotter/client/v8/informers/externalversions"
 	commoncontroller "github.com/kubernetes-csi/external-snapshotter/v8/pkg/common-controller"
 	snapshotmetrics "github.com/kubernetes-csi/external-snapshotter/v8/pkg/metrics"
 	sidecarcontroller "github.com/kubernetes-csi/external-snapshotter/v8/pkg/sidecar-controller"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/csi"
@@ -54,6 +57,8 @@ func (s snapshotter) GetSnapshotStatus(ctx context.Context, id string, _ map[str
 // (content -> CSI) in-process until ctx ends.
 func runSnapshotControllers(ctx context.Context, client kubernetes.Interface, snapshots snapshotclient.Interface, service *Service, wg *sync.WaitGroup) {
 	const resync = 15 * time.Minute
+	// The controllers' event recorders write about VolumeSnapshots.
+	utilruntime.Must(snapshotscheme.AddToScheme(scheme.Scheme))
 	factory := snapshotinformers.NewSharedInformerFactory(snapshots, resync)
 	coreFactory := informers.NewSharedInformerFactory(client, resync)
 	v1 := factory.Snapshot().V1()
