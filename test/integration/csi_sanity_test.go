@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -74,7 +75,7 @@ func TestCSISanity(t *testing.T) {
 	}
 	installCSICRDs(t, apiextensionsclient.NewForConfigOrDie(cfg))
 
-	// The controller drops the Pools of nodes that do not exist: give the
+	// Capacity is written only for pools whose Node exists: give the
 	// in-process node its Node object.
 	const nodeName = "sanity-node"
 	if _, err := cp.client().CoreV1().Nodes().Create(context.Background(), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName}}, metav1.CreateOptions{}); err != nil {
@@ -120,10 +121,13 @@ func TestCSISanity(t *testing.T) {
 	sanity.Test(t, sc)
 }
 
+// ansiColour matches Ginkgo's colour codes, which hide the summary lines.
+var ansiColour = regexp.MustCompile("\x1b\\[[0-9;]*m")
+
 // sanitySummary is Ginkgo's "Ran N of M Specs" line and its pass/fail counts.
 func sanitySummary(out string) string {
 	var keep []string
-	for _, l := range strings.Split(out, "\n") {
+	for _, l := range strings.Split(ansiColour.ReplaceAllString(out, ""), "\n") {
 		if strings.HasPrefix(l, "Ran ") || strings.Contains(l, " Passed | ") {
 			keep = append(keep, strings.TrimSpace(l))
 		}
