@@ -237,11 +237,15 @@ spec: {source: {persistentVolumeClaimName: data}}
 	if got := md5In(t, ns, "writer", "/data/a"); got != sum {
 		t.Fatalf("after pod re-creation: md5 %s, want %s", got, sum)
 	}
-	for _, how := range [][]string{{"systemctl", "restart", nodeAgentUnit}, {"kill", "-9", agentPID(t, podNode)}} {
+	for _, how := range []string{"restart", "kill"} {
 		since := time.Now()
-		mustInNode(t, podNode, how...)
+		if how == "restart" {
+			mustInNode(t, podNode, "systemctl", "restart", nodeAgentUnit)
+		} else {
+			mustInNode(t, podNode, "kill", "-9", agentPID(t, podNode))
+		}
 		waitNodeReady(t, cs, podNode, since, 90*time.Second)
-		poll(t, time.Minute, 500*time.Millisecond, "volume readable after "+how[0], func() (bool, string) {
+		poll(t, time.Minute, 500*time.Millisecond, "volume readable after node-agent "+how, func() (bool, string) {
 			r := inPod(t, ns, "writer", "md5sum /data/a && echo x > /data/after && sync")
 			return r.code == 0 && strings.HasPrefix(r.stdout, sum), r.String()
 		})
