@@ -102,7 +102,9 @@ echo "expansion-visible: $(since "$start")s"
 
 echo "== sequential write, 256 MiB with fsync: volume vs the node's own disk"
 # dd reports "<bytes> bytes ... copied, <seconds> s[econds], ..." (busybox and GNU).
-rate() { sed -n 's/^\([0-9]*\) bytes.* copied, \([0-9.]*\) s.*/\1 \2/p' | awk '{printf "%.0f", $1 / $2 / 1048576}'; }
-vol=$(kc exec -n "$ns" bench -- dd if=/dev/zero of=/data/dd bs=1M count=256 conv=fsync 2>&1 | rate)
-disk=$("$lab" exec "$node" dd if=/dev/zero of=/var/lib/node-agent/bench-dd bs=1M count=256 conv=fsync 2>&1 | rate)
+rate() { awk '/copied,/ { for (i = 1; i < NF; i++) if ($i == "copied,") s = $(i + 1); if (s > 0) printf "%.0f", $1 / s / 1048576 }'; }
+vol_out=$(kc exec -n "$ns" bench -- dd if=/dev/zero of=/data/dd bs=1M count=256 conv=fsync 2>&1 || true)
+disk_out=$("$lab" exec "$node" dd if=/dev/zero of=/var/lib/node-agent/bench-dd bs=1M count=256 conv=fsync 2>&1 || true)
+vol=$(echo "$vol_out" | rate); disk=$(echo "$disk_out" | rate)
+[ -n "$vol" ] && [ -n "$disk" ] || { echo "bench-storage: could not read dd's rate: volume: $vol_out; disk: $disk_out" >&2; exit 1; }
 echo "write-throughput: volume ${vol} MiB/s, node disk ${disk} MiB/s, ratio $(echo "$vol $disk" | awk '{printf "%.2f", $1 / $2}')"
