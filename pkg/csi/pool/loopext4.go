@@ -143,12 +143,8 @@ func (p *loopExt4Pool) CreateVolume(id string, req VolumeRequest) (Volume, error
 			return Volume{}, fmt.Errorf("source %s: %w", req.Source.ID, ErrNotFound)
 		}
 	}
-	st, err := p.Stats()
-	if err != nil {
+	if err := checkFree(p, id, req.CapacityBytes); err != nil {
 		return Volume{}, err
-	}
-	if req.CapacityBytes > st.FreeBytes {
-		return Volume{}, fmt.Errorf("volume %s needs %s, the pool has %s free: %w", id, FormatBytes(req.CapacityBytes), FormatBytes(st.FreeBytes), ErrOutOfSpace)
 	}
 	file := p.image(id, suffix)
 	tmp := file + ".tmp"
@@ -216,12 +212,8 @@ func (p *loopExt4Pool) ResizeVolume(id string, capacity int64) (Volume, error) {
 		return Volume{}, err
 	}
 	if capacity > st.Size() {
-		ps, err := p.Stats()
-		if err != nil {
+		if err := checkFree(p, id, capacity-st.Size()); err != nil {
 			return Volume{}, err
-		}
-		if grow := capacity - st.Size(); grow > ps.FreeBytes {
-			return Volume{}, fmt.Errorf("volume %s needs %s more, the pool has %s free: %w", id, FormatBytes(grow), FormatBytes(ps.FreeBytes), ErrOutOfSpace)
 		}
 		if err := os.Truncate(file, capacity); err != nil {
 			return Volume{}, err
