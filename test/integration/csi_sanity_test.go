@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -109,7 +110,7 @@ func TestCSISanity(t *testing.T) {
 // sanitySummary is Ginkgo's "Ran N of M Specs" line and its pass/fail counts.
 func sanitySummary(out string) string {
 	var keep []string
-	for _, l := range strings.Split(out, "\n") {
+	for _, l := range strings.Split(regexp.MustCompile("\x1b\\[[0-9;]*m").ReplaceAllString(out, ""), "\n") {
 		if strings.HasPrefix(l, "Ran ") || strings.Contains(l, " Passed | ") {
 			keep = append(keep, strings.TrimSpace(l))
 		}
