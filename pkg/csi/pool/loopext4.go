@@ -243,6 +243,14 @@ func (p *loopExt4Pool) DeleteVolume(id string) error {
 		return err
 	}
 	dir := p.dir(id)
+	// Another mount of the volume's file system (a staging mount the
+	// kubelet has not undone yet) keeps its loop device: say so and retry
+	// later rather than leave the device behind.
+	if dev, _ := findLoop(p.image(id, ext4Suffix)); dev != "" {
+		if others := mountsOf(dev, dir); len(others) > 0 {
+			return fmt.Errorf("volume %s is still mounted at %s", id, strings.Join(others, ", "))
+		}
+	}
 	if isMountPoint(dir) {
 		if err := unix.Unmount(dir, 0); err != nil {
 			return fmt.Errorf("unmount volume %s: %w", id, err)

@@ -93,3 +93,23 @@ func MountPoints() ([]string, error) {
 	}
 	return out, sc.Err()
 }
+
+// mountsOf lists the mount points whose source is dev, except except.
+func mountsOf(dev, except string) []string {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		for i, f := range fields {
+			if f == "-" && i+2 < len(fields) && fields[i+2] == dev && len(fields) > 4 && fields[4] != except {
+				out = append(out, fields[4])
+			}
+		}
+	}
+	return out
+}
