@@ -99,9 +99,9 @@ func findLoop(file string) (string, error) {
 
 // detachLoop detaches every loop device backed by file. The kernel tears a
 // device down asynchronously (and an autoclear one after its last close):
-// wait until it is gone.
+// wait until it is gone (seconds on a loaded machine).
 func detachLoop(file string) error {
-	for i := 0; i < 100; i++ {
+	for i := 0; i < 600; i++ {
 		if i > 0 {
 			time.Sleep(50 * time.Millisecond)
 		}
