@@ -114,8 +114,14 @@ func (p *loopExt4Pool) mount(id string) error {
 	if err := unix.Mount(dev, dir, "ext4", 0, ""); err != nil {
 		return fmt.Errorf("mount volume %s (%s): %w", id, dev, err)
 	}
-	return nil
+	return os.MkdirAll(p.dataDir(id), 0o755)
 }
+
+// dataDir is what a Mount volume shows its pod: a directory inside the
+// file system, not its root. The kubelet counts every other mount of the
+// same device and root as a user of the staging mount and would never
+// unstage while the pool's own mount at volumes/<id> is there.
+func (p *loopExt4Pool) dataDir(id string) string { return filepath.Join(p.dir(id), "data") }
 
 func (p *loopExt4Pool) CreateVolume(id string, req VolumeRequest) (Volume, error) {
 	if err := CheckID(id); err != nil {
@@ -286,9 +292,9 @@ func (p *loopExt4Pool) Volume(id string) (Volume, error) {
 		v.BlockFile = file
 		return v, nil
 	}
-	v.Dir = p.dir(id)
+	v.Dir = p.dataDir(id)
 	var fs unix.Statfs_t
-	if isMountPoint(v.Dir) && unix.Statfs(v.Dir, &fs) == nil {
+	if isMountPoint(p.dir(id)) && unix.Statfs(v.Dir, &fs) == nil {
 		v.UsedBytes = int64(fs.Blocks-fs.Bfree) * fs.Bsize
 	}
 	return v, nil
