@@ -59,7 +59,15 @@ from its environment before it starts anything, so no child process sees it eith
 
   # during a CA rotation, accept either CA
   ` + envToken + `=abcdef.0123456789abcdef node-agent join --server https://192.0.2.10:6443 \
-      --ca-cert-hash sha256:<old> --ca-cert-hash sha256:<new> --node-name worker-1`,
+      --ca-cert-hash sha256:<old> --ca-cert-hash sha256:<new> --node-name worker-1
+
+  # a node whose storage pool is a 50Gi image file (no btrfs mounted at /var/lib/node-agent/csi)
+  ` + envToken + `=abcdef.0123456789abcdef node-agent join --server https://192.0.2.10:6443 \
+      --ca-cert-hash sha256:<64 hex> --storage-pool-size 50Gi
+
+  # a node without storage
+  ` + envToken + `=abcdef.0123456789abcdef node-agent join --server https://192.0.2.10:6443 \
+      --ca-cert-hash sha256:<64 hex> --storage disabled`,
 		Args: cobra.NoArgs,
 	}
 	fs := cmd.Flags()

@@ -31,28 +31,11 @@ import (
 // finalizer, other nodes' objects are left alone, and the Pool object tells
 // the pool's size.
 func TestCSINodeReconciler(t *testing.T) {
-	if os.Getuid() != 0 {
-		t.Skip("needs root: the pool mounts a btrfs image on a loop device")
-	}
-	dir := t.TempDir()
-	root, image := filepath.Join(dir, "csi"), filepath.Join(dir, "csi.img")
-	p, err := pool.Open(pool.Options{Root: root, Image: image, ImageSize: 1 << 30, Backend: pool.BackendBtrfs})
-	if err != nil {
-		t.Skip("no btrfs pool on this host: ", err)
-	}
-	t.Cleanup(func() {
-		if err := pool.Reset(root, image); err != nil {
-			t.Errorf("pool reset: %v", err)
-		}
-	})
-
-	cp := newControlPlane(t, "--join-node=false")
-	cp.start()
+	p, cp := csiTestbed(t, 1<<30)
 	cfg, err := clientcmd.BuildConfigFromFlags("", cp.kubeconfig)
 	if err != nil {
 		t.Fatal(err)
 	}
-	installCSICRDs(t, apiextensionsclient.NewForConfigOrDie(cfg))
 	client := dynamic.NewForConfigOrDie(cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -226,6 +209,35 @@ func TestCSINodeReconciler(t *testing.T) {
 		t.Fatal("node-a made node-b's volume")
 	}
 	t.Logf("reconciler log:\n%s", log.String())
+}
+
+// csiTestbed is a real btrfs pool of size bytes (an image file in a temp
+// dir, loop-mounted; reset at the end) and a started control plane with the
+// CSI CRDs; it skips where that cannot be had.
+func csiTestbed(t *testing.T, size int64) (pool.Pool, *controlPlane) {
+	t.Helper()
+	if os.Getuid() != 0 {
+		t.Skip("needs root: the pool mounts a btrfs image on a loop device")
+	}
+	dir := t.TempDir()
+	root, image := filepath.Join(dir, "csi"), filepath.Join(dir, "csi.img")
+	p, err := pool.Open(pool.Options{Root: root, Image: image, ImageSize: size, Backend: pool.BackendBtrfs})
+	if err != nil {
+		t.Skip("no btrfs pool on this host: ", err)
+	}
+	t.Cleanup(func() {
+		if err := pool.Reset(root, image); err != nil {
+			t.Errorf("pool reset: %v", err)
+		}
+	})
+	cp := newControlPlane(t, "--join-node=false")
+	cp.start()
+	cfg, err := clientcmd.BuildConfigFromFlags("", cp.kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	installCSICRDs(t, apiextensionsclient.NewForConfigOrDie(cfg))
+	return p, cp
 }
 
 // installCSICRDs creates the Volume, Snapshot and Pool CRDs unless the

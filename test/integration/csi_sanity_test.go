@@ -15,7 +15,6 @@ import (
 	"github.com/kubernetes-csi/csi-test/v5/pkg/sanity"
 	"google.golang.org/grpc"
 	corev1 "k8s.io/api/core/v1"
-	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/tools/clientcmd"
@@ -23,7 +22,6 @@ import (
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/csi"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/csi/api"
 	csinode "github.com/vcluster-standalone/vcluster-standalone/pkg/csi/node"
-	"github.com/vcluster-standalone/vcluster-standalone/pkg/csi/pool"
 )
 
 // sanityAccessEnv selects the access type one run of TestCSISanity checks;
@@ -56,32 +54,20 @@ func TestCSISanity(t *testing.T) {
 		return
 	}
 
+	p, cp := csiTestbed(t, 4<<30)
 	dir := t.TempDir()
-	root, image := filepath.Join(dir, "csi"), filepath.Join(dir, "csi.img")
-	p, err := pool.Open(pool.Options{Root: root, Image: image, ImageSize: 4 << 30, Backend: pool.BackendBtrfs})
-	if err != nil {
-		t.Skip("no btrfs pool on this host: ", err)
-	}
-	t.Cleanup(func() {
-		if err := pool.Reset(root, image); err != nil {
-			t.Errorf("pool reset: %v", err)
-		}
-	})
-	cp := newControlPlane(t, "--join-node=false")
-	cp.start()
 	cfg, err := clientcmd.BuildConfigFromFlags("", cp.kubeconfig)
 	if err != nil {
 		t.Fatal(err)
 	}
-	installCSICRDs(t, apiextensionsclient.NewForConfigOrDie(cfg))
 
-	// Capacity is written only for pools whose Node exists: give the
+	// The controller drops the Pools of nodes that do not exist: give the
 	// in-process node its Node object.
 	const nodeName = "sanity-node"
 	if _, err := cp.client().CoreV1().Nodes().Create(context.Background(), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eph, err := csinode.LoadEphemeralState(filepath.Join(root, "ephemeral.json"))
+	eph, err := csinode.LoadEphemeralState(filepath.Join(p.Root(), "ephemeral.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,13 +107,10 @@ func TestCSISanity(t *testing.T) {
 	sanity.Test(t, sc)
 }
 
-// ansiColour matches Ginkgo's colour codes, which hide the summary lines.
-var ansiColour = regexp.MustCompile("\x1b\\[[0-9;]*m")
-
 // sanitySummary is Ginkgo's "Ran N of M Specs" line and its pass/fail counts.
 func sanitySummary(out string) string {
 	var keep []string
-	for _, l := range strings.Split(ansiColour.ReplaceAllString(out, ""), "\n") {
+	for _, l := range strings.Split(regexp.MustCompile("\x1b\\[[0-9;]*m").ReplaceAllString(out, ""), "\n") {
 		if strings.HasPrefix(l, "Ran ") || strings.Contains(l, " Passed | ") {
 			keep = append(keep, strings.TrimSpace(l))
 		}

@@ -172,12 +172,8 @@ func (p *btrfsPool) CreateVolume(id string, req VolumeRequest) (Volume, error) {
 			return Volume{}, fmt.Errorf("source %s: %w", req.Source.ID, ErrNotFound)
 		}
 	}
-	st, err := p.Stats()
-	if err != nil {
+	if err := checkFree(p, id, req.CapacityBytes); err != nil {
 		return Volume{}, err
-	}
-	if req.CapacityBytes > st.FreeBytes {
-		return Volume{}, fmt.Errorf("volume %s needs %s, the pool has %s free: %w", id, FormatBytes(req.CapacityBytes), FormatBytes(st.FreeBytes), ErrOutOfSpace)
 	}
 	if err := p.makeVolume(dir, src, req); err != nil {
 		_ = deleteSubvolume(dir)
@@ -233,12 +229,8 @@ func (p *btrfsPool) ResizeVolume(id string, capacity int64) (Volume, error) {
 	if capacity <= v.CapacityBytes {
 		return v, nil
 	}
-	st, err := p.Stats()
-	if err != nil {
+	if err := checkFree(p, id, capacity-v.CapacityBytes); err != nil {
 		return Volume{}, err
-	}
-	if grow := capacity - v.CapacityBytes; grow > st.FreeBytes {
-		return Volume{}, fmt.Errorf("volume %s needs %s more, the pool has %s free: %w", id, FormatBytes(grow), FormatBytes(st.FreeBytes), ErrOutOfSpace)
 	}
 	if v.Block() {
 		if err := growFile(v.BlockFile, capacity); err != nil {

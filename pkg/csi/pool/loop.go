@@ -99,9 +99,9 @@ func findLoop(file string) (string, error) {
 
 // detachLoop detaches every loop device backed by file. The kernel tears a
 // device down asynchronously (and an autoclear one after its last close):
-// wait until it is gone.
+// wait until it is gone (seconds on a loaded machine).
 func detachLoop(file string) error {
-	for i := 0; i < 100; i++ {
+	for i := 0; i < 600; i++ {
 		if i > 0 {
 			time.Sleep(50 * time.Millisecond)
 		}
@@ -109,13 +109,7 @@ func detachLoop(file string) error {
 		if dev == "" {
 			return nil
 		}
-		f, err := os.OpenFile(dev, os.O_RDWR|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return err
-		}
-		err = unix.IoctlSetInt(int(f.Fd()), unix.LOOP_CLR_FD, 0)
-		f.Close()
-		if err != nil && !errors.Is(err, unix.ENXIO) {
+		if err := loopIoctl(dev, unix.LOOP_CLR_FD); err != nil && !errors.Is(err, unix.ENXIO) {
 			return fmt.Errorf("detach %s from %s: %w", dev, file, err)
 		}
 	}
@@ -125,18 +119,23 @@ func detachLoop(file string) error {
 	return nil
 }
 
+// loopIoctl issues an argument-less LOOP_* request on the device dev.
+func loopIoctl(dev string, req uint) error {
+	f, err := os.OpenFile(dev, os.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return unix.IoctlSetInt(int(f.Fd()), req, 0)
+}
+
 // refreshLoopSize makes the loop device over file see the file's new size.
 func refreshLoopSize(file string) error {
 	dev, _ := findLoop(file)
 	if dev == "" {
 		return nil
 	}
-	f, err := os.OpenFile(dev, os.O_RDWR|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if err := unix.IoctlSetInt(int(f.Fd()), unix.LOOP_SET_CAPACITY, 0); err != nil {
+	if err := loopIoctl(dev, unix.LOOP_SET_CAPACITY); err != nil {
 		return fmt.Errorf("grow %s: %w", dev, err)
 	}
 	return nil

@@ -114,8 +114,14 @@ func (p *loopExt4Pool) mount(id string) error {
 	if err := unix.Mount(dev, dir, "ext4", 0, ""); err != nil {
 		return fmt.Errorf("mount volume %s (%s): %w", id, dev, err)
 	}
-	return nil
+	return os.MkdirAll(p.dataDir(id), 0o755)
 }
+
+// dataDir is what a Mount volume shows its pod: a directory inside the
+// file system, not its root. The kubelet counts every other mount of the
+// same device and root as a user of the staging mount and would never
+// unstage while the pool's own mount at volumes/<id> is there.
+func (p *loopExt4Pool) dataDir(id string) string { return filepath.Join(p.dir(id), "data") }
 
 func (p *loopExt4Pool) CreateVolume(id string, req VolumeRequest) (Volume, error) {
 	if err := CheckID(id); err != nil {
@@ -143,12 +149,8 @@ func (p *loopExt4Pool) CreateVolume(id string, req VolumeRequest) (Volume, error
 			return Volume{}, fmt.Errorf("source %s: %w", req.Source.ID, ErrNotFound)
 		}
 	}
-	st, err := p.Stats()
-	if err != nil {
+	if err := checkFree(p, id, req.CapacityBytes); err != nil {
 		return Volume{}, err
-	}
-	if req.CapacityBytes > st.FreeBytes {
-		return Volume{}, fmt.Errorf("volume %s needs %s, the pool has %s free: %w", id, FormatBytes(req.CapacityBytes), FormatBytes(st.FreeBytes), ErrOutOfSpace)
 	}
 	file := p.image(id, suffix)
 	tmp := file + ".tmp"
@@ -216,12 +218,8 @@ func (p *loopExt4Pool) ResizeVolume(id string, capacity int64) (Volume, error) {
 		return Volume{}, err
 	}
 	if capacity > st.Size() {
-		ps, err := p.Stats()
-		if err != nil {
+		if err := checkFree(p, id, capacity-st.Size()); err != nil {
 			return Volume{}, err
-		}
-		if grow := capacity - st.Size(); grow > ps.FreeBytes {
-			return Volume{}, fmt.Errorf("volume %s needs %s more, the pool has %s free: %w", id, FormatBytes(grow), FormatBytes(ps.FreeBytes), ErrOutOfSpace)
 		}
 		if err := os.Truncate(file, capacity); err != nil {
 			return Volume{}, err
@@ -251,6 +249,14 @@ func (p *loopExt4Pool) DeleteVolume(id string) error {
 		return err
 	}
 	dir := p.dir(id)
+	// Another mount of the volume's file system (a staging mount the
+	// kubelet has not undone yet) keeps its loop device: say so and retry
+	// later rather than leave the device behind.
+	if dev, _ := findLoop(p.image(id, ext4Suffix)); dev != "" {
+		if others := mountsOf(dev, dir); len(others) > 0 {
+			return fmt.Errorf("volume %s is still mounted at %s", id, strings.Join(others, ", "))
+		}
+	}
 	if isMountPoint(dir) {
 		if err := unix.Unmount(dir, 0); err != nil {
 			return fmt.Errorf("unmount volume %s: %w", id, err)
@@ -286,9 +292,9 @@ func (p *loopExt4Pool) Volume(id string) (Volume, error) {
 		v.BlockFile = file
 		return v, nil
 	}
-	v.Dir = p.dir(id)
+	v.Dir = p.dataDir(id)
 	var fs unix.Statfs_t
-	if isMountPoint(v.Dir) && unix.Statfs(v.Dir, &fs) == nil {
+	if isMountPoint(p.dir(id)) && unix.Statfs(v.Dir, &fs) == nil {
 		v.UsedBytes = int64(fs.Blocks-fs.Bfree) * fs.Bsize
 	}
 	return v, nil

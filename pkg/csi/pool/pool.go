@@ -158,3 +158,15 @@ func Inspect(root string) (Pool, error) {
 	}
 	return nil, fmt.Errorf("no pool at %s yet (node-agent makes it at start)", root)
 }
+
+// checkFree refuses to promise need more bytes to volume id than the pool has free.
+func checkFree(p Pool, id string, need int64) error {
+	st, err := p.Stats()
+	if err != nil {
+		return err
+	}
+	if need > st.FreeBytes {
+		return fmt.Errorf("volume %s needs %s more, the pool has %s free: %w", id, FormatBytes(need), FormatBytes(st.FreeBytes), ErrOutOfSpace)
+	}
+	return nil
+}

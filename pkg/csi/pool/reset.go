@@ -79,17 +79,50 @@ func DetachLoopsBelow(dir string) error {
 
 // MountPoints lists this mount namespace's mount points.
 func MountPoints() ([]string, error) {
+	mounts, err := mountInfo()
+	var out []string
+	for _, m := range mounts {
+		out = append(out, m.point)
+	}
+	return out, err
+}
+
+// mountsOf lists the mount points whose source is dev, except except.
+func mountsOf(dev, except string) []string {
+	mounts, _ := mountInfo()
+	var out []string
+	for _, m := range mounts {
+		if m.source == dev && m.point != except {
+			out = append(out, m.point)
+		}
+	}
+	return out
+}
+
+type mount struct{ point, source string }
+
+// mountInfo reads /proc/self/mountinfo: each mount's point and source.
+func mountInfo() ([]mount, error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	var out []string
+	unescape := strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
+	var out []mount
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if fields := strings.Fields(sc.Text()); len(fields) > 4 {
-			out = append(out, strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`).Replace(fields[4]))
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
 		}
+		m := mount{point: unescape.Replace(fields[4])}
+		for i, f := range fields {
+			if f == "-" && i+2 < len(fields) {
+				m.source = unescape.Replace(fields[i+2])
+			}
+		}
+		out = append(out, m)
 	}
 	return out, sc.Err()
 }
