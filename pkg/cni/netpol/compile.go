@@ -411,7 +411,9 @@ func (c *compiler) policyChain(id string, p *networkingv1.NetworkPolicy, d direc
 		for k := range named {
 			keys = append(keys, k)
 		}
-		sort.Slice(keys, func(a, b int) bool { return keys[a][0] < keys[b][0] || keys[a][0] == keys[b][0] && keys[a][1] < keys[b][1] })
+		sort.Slice(keys, func(a, b int) bool {
+			return keys[a][0] < keys[b][0] || keys[a][0] == keys[b][0] && keys[a][1] < keys[b][1]
+		})
 		for _, k := range keys {
 			if allPorts[k[0]] {
 				continue

@@ -73,7 +73,7 @@ func inNS(name string, fn func() error) error {
 
 type testPod struct {
 	ns, name, netns string
-	addr             netip.Addr
+	addr            netip.Addr
 }
 
 // serve answers TCP and UDP on port in the namespace until the test ends.
@@ -186,7 +186,7 @@ func TestTableEnforcesInANetworkNamespace(t *testing.T) {
 	for _, p := range pods[:3] {
 		pod := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Namespace: p.ns, Name: p.name, UID: types.UID("uid-" + p.name), Labels: map[string]string{"app": p.name}},
-			Spec: corev1.PodSpec{NodeName: "n1", Containers: []corev1.Container{{Name: "c", Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}}}}},
+			Spec:       corev1.PodSpec{NodeName: "n1", Containers: []corev1.Container{{Name: "c", Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}}}}},
 		}
 		pod.Status.PodIPs = []corev1.PodIP{{IP: p.addr.String()}}
 		apiPods = append(apiPods, pod)
@@ -308,6 +308,5 @@ func TestTableEnforcesInANetworkNamespace(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-
 
 func ptr[T any](v T) *T { return &v }
