@@ -45,6 +45,7 @@ type Controller struct {
 
 	factory  informers.SharedInformerFactory
 	listener net.Listener
+	logs     *LogReader
 	cancel   context.CancelFunc
 	done     chan struct{}
 
@@ -146,13 +147,34 @@ func (c *Controller) Start(context.Context) error {
 	c.factory.Start(ctx.Done())
 	go serveAnnouncements(l, c.program)
 	go c.run(ctx)
+	if c.logs, err = OpenLogReader(LogGroupDrop, LogGroupAudit); err != nil {
+		klog.ErrorS(err, "network policy: dropped packets will not be logged")
+	} else {
+		go c.logPackets()
+	}
 	return nil
+}
+
+// logPackets writes what the table logs (rate-limited there) into node-agent's log.
+func (c *Controller) logPackets() {
+	for {
+		pkts, err := c.logs.Read()
+		if err != nil {
+			return
+		}
+		for _, p := range pkts {
+			klog.InfoS("network policy: "+p.String())
+		}
+	}
 }
 
 // Stop ends the informers and the socket, and leaves the table.
 func (c *Controller) Stop() error {
 	if c.listener != nil {
 		c.listener.Close()
+	}
+	if c.logs != nil {
+		c.logs.Close()
 	}
 	if c.cancel != nil {
 		c.cancel()

@@ -214,6 +214,26 @@ func TestTableEnforcesInANetworkNamespace(t *testing.T) {
 		}},
 	}
 	t.Cleanup(func() { _ = inNS(node, Remove) })
+	var reader *LogReader
+	if err := inNS(node, func() (err error) { reader, err = OpenLogReader(LogGroupDrop, LogGroupAudit); return err }); err != nil {
+		t.Fatal(err)
+	}
+	logged := make(chan LoggedPacket, 1000)
+	go func() {
+		for {
+			pkts, err := reader.Read()
+			if err != nil {
+				return
+			}
+			for _, p := range pkts {
+				select {
+				case logged <- p:
+				default:
+				}
+			}
+		}
+	}()
+	t.Cleanup(func() { reader.Close() })
 
 	check := func(step string, table *Table) {
 		t.Helper()
@@ -264,6 +284,16 @@ func TestTableEnforcesInANetworkNamespace(t *testing.T) {
 
 	table := Compile(in)
 	check("ingress policy", table)
+	// The drop of other -> server:8080 was logged with its cause.
+	deadline := time.After(3 * time.Second)
+	for found := false; !found; {
+		select {
+		case p := <-logged:
+			found = p.Src == pods[2].addr && p.Dst == pods[1].addr && p.DstPort == 8080 && strings.Contains(p.Prefix, "ns=b")
+		case <-deadline:
+			t.Fatal("no NFLOG record of the dropped connection other -> server:8080")
+		}
+	}
 	// Spot-check the oracle itself against the API's meaning.
 	for _, tc := range []struct {
 		pkt  Packet
