@@ -163,7 +163,7 @@ func (c *Controller) logPackets() {
 			return
 		}
 		for _, p := range pkts {
-			klog.InfoS("network policy: "+p.String())
+			klog.InfoS("network policy: " + p.String())
 		}
 	}
 }
