@@ -157,6 +157,11 @@ e2e: build images
 -include test/conformance/conformance.mk
 # ---- end of conformance block --------------------------------------------------
 
+# ---- network policy (owned by test/netpol) -------------------------------------
+# The upstream Netpol specs and the network-policy-api conformance tests.
+-include test/netpol/netpol.mk
+# ---- end of network policy block -------------------------------------------------
+
 # ---- CIS benchmark (owned by test/cis) -----------------------------------------
 # kube-bench v0.15.6 from its Go module, our config and transformed control files,
 # run on the lab's control plane and a private node (make cis).
