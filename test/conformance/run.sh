@@ -382,13 +382,22 @@ echo "== conformance summary ($RESULTS)"
 rc=0
 if [ ${#REPORT_ARGS[@]} -gt 0 ]; then
 	"$REPORT" "${check[@]}" "${REPORT_ARGS[@]}" | tee "$RESULTS/summary.txt" || rc=1
+	# Ginkgo's own summary of each part, as it printed it ("Ran 47 of 7579 Specs …").
+	for p in "${PARTS[@]}"; do
+		[ -f "$RESULTS/$p.log" ] || continue
+		grep -E '^(Ran [0-9]+ of [0-9]+ Specs|(SUCCESS|FAIL)! -- )' "$RESULTS/$p.log" | paste -sd' ' | sed "s/^/ginkgo $p: /" | tee -a "$RESULTS/summary.txt"
+	done
 else
 	echo "no part ran" | tee "$RESULTS/summary.txt"
 	rc=1
 fi
 [ "$rc" -eq 0 ] || FAILED=1
 if [ "$FAILED" -ne 0 ]; then
-	echo "conformance: FAILED (to re-run one spec: CONFORMANCE_FOCUS='<regexp of its name>' make conformance)"
+	if [[ ,$CONFORMANCE_PARTS, == *,netpol,* ]]; then
+		echo "netpol: FAILED (to re-run one spec: NETPOL_FOCUS='<regexp of its name>' make netpol)"
+	else
+		echo "conformance: FAILED (to re-run one spec: CONFORMANCE_FOCUS='<regexp of its name>' make conformance)"
+	fi
 	exit 1
 fi
 echo "conformance: passed"
