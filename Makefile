@@ -58,6 +58,7 @@ bench: build images
 	hack/bench-controlplane.sh $(BIN)/vcluster-standalone
 	LAB_BIN=$(BIN) hack/bench-node.sh
 	LAB_BIN=$(BIN) hack/bench-network.sh
+	LAB_BIN=$(BIN) hack/bench-netpol.sh
 
 clean:
 	rm -rf $(BIN)
