@@ -58,6 +58,7 @@ bench: build images
 	hack/bench-controlplane.sh $(BIN)/vcluster-standalone
 	LAB_BIN=$(BIN) hack/bench-node.sh
 	LAB_BIN=$(BIN) hack/bench-network.sh
+	LAB_BIN=$(BIN) hack/bench-netpol.sh
 
 clean:
 	rm -rf $(BIN)
@@ -146,6 +147,7 @@ e2e: build images
 	[ $$rc -eq 0 ] || echo "e2e failed; node logs (if any) in $(E2E_LOGS)"; \
 	exit $$rc
 	@rc=0; CONFORMANCE_KEEP_LAB=1 $(MAKE) --no-print-directory conformance-subset || rc=$$?; \
+	[ $$rc -ne 0 ] || NETPOL_KEEP_LAB=1 $(MAKE) --no-print-directory netpol-subset || rc=$$?; \
 	[ $$rc -ne 0 ] || $(MAKE) --no-print-directory cis || rc=$$?; \
 	if [ -f /run/vcluster-standalone-lab/nodes ]; then $(LAB) down || rc=1; fi; exit $$rc
 # ---- end of lab and end-to-end block -----------------------------------------
@@ -156,6 +158,11 @@ e2e: build images
 -include test/conformance/images/images.mk
 -include test/conformance/conformance.mk
 # ---- end of conformance block --------------------------------------------------
+
+# ---- network policy (owned by test/netpol) -------------------------------------
+# The upstream Netpol specs and the network-policy-api conformance tests.
+-include test/netpol/netpol.mk
+# ---- end of network policy block -------------------------------------------------
 
 # ---- CIS benchmark (owned by test/cis) -----------------------------------------
 # kube-bench v0.15.6 from its Go module, our config and transformed control files,
