@@ -74,12 +74,14 @@ type probe struct {
 
 func ip(p *corev1.Pod) string { return p.Status.PodIPs[0].IP }
 
+type verdictCase struct {
+	name   string
+	in     Input
+	probes []probe
+}
+
 func TestCompileVerdicts(t *testing.T) {
-	cases := []struct {
-		name   string
-		in     Input
-		probes []probe
-	}{
+	cases := []verdictCase{
 		{"no policy: everything flows, metadata denied, unknown pod address dropped", baseInput(), []probe{
 			{ip(xa), ip(xb), ProtoTCP, 80, true},
 			{ip(yc), ip(xa), ProtoTCP, 80, true},
@@ -150,11 +152,7 @@ func TestCompileVerdicts(t *testing.T) {
 	}
 	off := baseInput()
 	off.PublicEgress = false
-	cases = append(cases, struct {
-		name   string
-		in     Input
-		probes []probe
-	}{"public egress off: baseline deny outside, cluster flows", off, []probe{
+	cases = append(cases, verdictCase{"public egress off: baseline deny outside, cluster flows", off, []probe{
 		{ip(xa), "8.8.8.8", ProtoTCP, 80, false},
 		{ip(xa), ip(yc), ProtoTCP, 80, true},
 		{ip(xa), "10.96.0.10", ProtoUDP, 53, true},
@@ -164,11 +162,7 @@ func TestCompileVerdicts(t *testing.T) {
 		Egress:      []networkingv1.NetworkPolicyEgressRule{{To: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "8.8.8.0/24"}}}}},
 	}))
 	reopened.PublicEgress = false
-	cases = append(cases, struct {
-		name   string
-		in     Input
-		probes []probe
-	}{"public egress off: a namespace egress policy reopens it", reopened, []probe{
+	cases = append(cases, verdictCase{"public egress off: a namespace egress policy reopens it", reopened, []probe{
 		{ip(xa), "8.8.8.8", ProtoTCP, 80, true},
 		{ip(xa), "9.9.9.9", ProtoTCP, 80, false},
 		{ip(ya), "8.8.8.8", ProtoTCP, 80, false},

@@ -6,18 +6,17 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/cni/internal/netnstest"
 )
 
 // The test builds a "node" network namespace routing between "pod"
@@ -25,51 +24,13 @@ import (
 // checks real TCP and UDP connections against what the compiler's
 // evaluator says. The host's own namespace is never touched.
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skipf("needs ip: %v", err)
-	}
-}
+func requireRoot(t *testing.T) { netnstest.RequireRoot(t, "ip") }
 
-func run(t *testing.T, args ...string) {
-	t.Helper()
-	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-}
+func run(t *testing.T, args ...string) { netnstest.Run(t, args[0], args[1:]...) }
 
-func newNS(t *testing.T, name string) string {
-	t.Helper()
-	full := fmt.Sprintf("vcsnp%d-%s", os.Getpid()%100000, name)
-	run(t, "ip", "netns", "add", full)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", full).Run() })
-	run(t, "ip", "-n", full, "link", "set", "lo", "up")
-	return full
-}
+func newNS(t *testing.T, name string) string { return netnstest.New(t, "vcsnp", name) }
 
-// inNS runs fn on a thread switched into the namespace; the thread dies with its goroutine.
-func inNS(name string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		target, err := netns.GetFromName(name)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			errc <- err
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
-}
+func inNS(name string, fn func() error) error { return netnstest.In(name, fn) }
 
 type testPod struct {
 	ns, name, netns string
