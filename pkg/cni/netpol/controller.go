@@ -275,6 +275,9 @@ func (c *Controller) run(ctx context.Context) {
 		return
 	}
 	klog.InfoS("network policy: caches synced, building the table")
+	// The first apply rebuilds the table whole; later ones change only
+	// elements when that is all that differs.
+	var applier Applier
 	retry := time.NewTimer(time.Hour)
 	for {
 		c.mu.Lock()
@@ -283,10 +286,11 @@ func (c *Controller) run(ctx context.Context) {
 		begin := time.Now()
 		in, err := c.input()
 		var stats Stats
+		rebuilt := false
 		if err == nil {
 			t := Compile(in)
 			stats = t.Stats()
-			err = Apply(t)
+			rebuilt, err = applier.Apply(t)
 		}
 		c.mu.Lock()
 		c.lastErr = err
@@ -299,7 +303,7 @@ func (c *Controller) run(ctx context.Context) {
 			klog.ErrorS(err, "network policy: table not applied; retrying")
 			retry.Reset(2 * time.Second)
 		} else {
-			klog.V(2).InfoS("network policy: table applied", "took", time.Since(begin), "chains", stats.Chains, "rules", stats.Rules, "sets", stats.Sets, "elements", stats.Elements)
+			klog.V(2).InfoS("network policy: table applied", "rebuilt", rebuilt, "took", time.Since(begin), "chains", stats.Chains, "rules", stats.Rules, "sets", stats.Sets, "elements", stats.Elements)
 		}
 		select {
 		case <-ctx.Done():

@@ -196,9 +196,16 @@ func TestTableEnforcesInANetworkNamespace(t *testing.T) {
 	}()
 	t.Cleanup(func() { reader.Close() })
 
-	check := func(step string, table *Table) {
+	var applier Applier
+	check := func(step string, table *Table, wantRebuild bool) {
 		t.Helper()
-		if err := inNS(node, func() error { return Apply(table) }); err != nil {
+		if err := inNS(node, func() error {
+			rebuilt, err := applier.Apply(table)
+			if err == nil && rebuilt != wantRebuild {
+				err = fmt.Errorf("rebuilt=%t, want %t", rebuilt, wantRebuild)
+			}
+			return err
+		}); err != nil {
 			t.Fatalf("%s: apply: %v", step, err)
 		}
 		client, server, other, unknown := pods[0], pods[1], pods[2], pods[3]
@@ -244,7 +251,7 @@ func TestTableEnforcesInANetworkNamespace(t *testing.T) {
 	}
 
 	table := Compile(in)
-	check("ingress policy", table)
+	check("ingress policy", table, true)
 	// The drop of other -> server:8080 was logged with its cause.
 	deadline := time.After(3 * time.Second)
 	for found := false; !found; {
@@ -281,11 +288,17 @@ func TestTableEnforcesInANetworkNamespace(t *testing.T) {
 			}},
 		},
 	})
-	check("egress policy", Compile(in))
+	check("egress policy", Compile(in), true)
+
+	// Pod churn: "other" goes away; only map elements change, and its
+	// address now fails closed.
+	in.Pods = apiPods[:2]
+	check("pod deleted", Compile(in), false)
+	in.Pods = apiPods
 
 	in.PublicEgress = false
 	in.Policies = in.Policies[:1]
-	check("public egress off", Compile(in))
+	check("public egress off", Compile(in), true)
 
 	if err := inNS(node, Remove); err != nil {
 		t.Fatal(err)
