@@ -73,6 +73,7 @@ bench: build images
 	LAB_BIN=$(BIN) hack/bench-node.sh
 	LAB_BIN=$(BIN) hack/bench-network.sh
 	LAB_BIN=$(BIN) hack/bench-storage.sh
+	LAB_BIN=$(BIN) hack/bench-netpol.sh
 
 clean:
 	rm -rf $(BIN)
@@ -161,6 +162,7 @@ e2e: build images csi-sanity
 	[ $$rc -eq 0 ] || echo "e2e failed; node logs (if any) in $(E2E_LOGS)"; \
 	exit $$rc
 	@rc=0; CONFORMANCE_KEEP_LAB=1 $(MAKE) --no-print-directory conformance-subset || rc=$$?; \
+	[ $$rc -ne 0 ] || NETPOL_KEEP_LAB=1 $(MAKE) --no-print-directory netpol-subset || rc=$$?; \
 	[ $$rc -ne 0 ] || $(MAKE) --no-print-directory cis || rc=$$?; \
 	if [ -f /run/vcluster-standalone-lab/nodes ]; then $(LAB) down || rc=1; fi; exit $$rc
 # ---- end of lab and end-to-end block -----------------------------------------
@@ -171,6 +173,11 @@ e2e: build images csi-sanity
 -include test/conformance/images/images.mk
 -include test/conformance/conformance.mk
 # ---- end of conformance block --------------------------------------------------
+
+# ---- network policy (owned by test/netpol) -------------------------------------
+# The upstream Netpol specs and the network-policy-api conformance tests.
+-include test/netpol/netpol.mk
+# ---- end of network policy block -------------------------------------------------
 
 # ---- CIS benchmark (owned by test/cis) -----------------------------------------
 # kube-bench v0.15.6 from its Go module, our config and transformed control files,

@@ -50,6 +50,9 @@ type NetConf struct {
 	Subnet string `json:"subnet"`
 	// IPAMDir is the absolute directory holding address allocations.
 	IPAMDir string `json:"ipamDir"`
+	// PolicySocket, when set, is node-agent's network policy socket: ADD
+	// returns only once the new pod's isolation is programmed there.
+	PolicySocket string `json:"policySocket,omitempty"`
 
 	// RuntimeConfig is filled by the runtime for the capabilities we declare.
 	RuntimeConfig *RuntimeConfig `json:"runtimeConfig,omitempty"`
@@ -143,6 +146,7 @@ type confListEntry struct {
 	MTU          int             `json:"mtu"`
 	Subnet       string          `json:"subnet"`
 	IPAMDir      string          `json:"ipamDir"`
+	PolicySocket string          `json:"policySocket,omitempty"`
 }
 
 type confList struct {
@@ -171,6 +175,7 @@ func WriteConfList(dir string, c NetConf) error {
 			MTU:          nw.mtu,
 			Subnet:       fmt.Sprintf("%s/%d", nw.subnet.IP, ones),
 			IPAMDir:      nw.ipamDir,
+			PolicySocket: c.PolicySocket,
 		}},
 	}
 	data, err := json.MarshalIndent(list, "", "  ")

@@ -1,10 +1,13 @@
 package cni
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"os"
+	"strings"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -12,6 +15,9 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+	k8stypes "k8s.io/apimachinery/pkg/types"
+
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/cni/netpol"
 )
 
 // supportedVersions are the spec versions the plugin speaks (GC and STATUS
@@ -107,6 +113,11 @@ func add(args *skel.CmdArgs) (res *current.Result, err error) {
 			return nil, err
 		}
 	}
+	if conf.PolicySocket != "" {
+		if err := announcePod(conf.PolicySocket, args.Args, ip); err != nil {
+			return nil, err
+		}
+	}
 	return &current.Result{
 		CNIVersion: current.ImplementedSpecVersion,
 		Interfaces: []*current.Interface{
@@ -122,6 +133,33 @@ func add(args *skel.CmdArgs) (res *current.Result, err error) {
 		Routes: []*types.Route{{Dst: *defaultDst(), GW: nw.gateway.IP}},
 	}, nil
 }
+
+// announcePod tells node-agent the pod's address and waits until the pod's
+// network policies are programmed, so the pod is never reachable before.
+// Sandboxes without K8S_POD_* arguments are not pods and are not announced.
+func announcePod(socket, cniArgs string, ip net.IP) error {
+	a := netpol.Attachment{IP: ip.String()}
+	for _, kv := range strings.Split(cniArgs, ";") {
+		key, value, _ := strings.Cut(kv, "=")
+		switch key {
+		case "K8S_POD_NAMESPACE":
+			a.Namespace = value
+		case "K8S_POD_NAME":
+			a.Name = value
+		case "K8S_POD_UID":
+			a.UID = k8stypes.UID(value)
+		}
+	}
+	if a.Namespace == "" || a.Name == "" || a.UID == "" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), announceTimeout)
+	defer cancel()
+	return netpol.Announce(ctx, socket, a)
+}
+
+// announceTimeout is how long ADD waits for node-agent to program a pod.
+const announceTimeout = 40 * time.Second
 
 // cmdDel detaches a pod. Everything missing is success: the netns may be
 // gone and the runtime retries.

@@ -29,6 +29,21 @@ type ClusterSettings struct {
 	ClusterDomain string `json:"clusterDomain"`
 	Backend       string `json:"backend"`
 	VNI           int    `json:"vni"`
+	// NetworkPolicy is absent from settings of releases before enforcement:
+	// its zero value is "not enforced".
+	NetworkPolicy NetworkPolicySettings `json:"networkPolicy,omitzero"`
+}
+
+// NetworkPolicySettings is policies.networkPolicy as nodes enforce it.
+type NetworkPolicySettings struct {
+	Enabled bool `json:"enabled"`
+	// PublicEgress off: pods may not reach addresses outside the cluster's
+	// ranges unless a NetworkPolicy of theirs allows it (baseline tier).
+	PublicEgress bool `json:"publicEgress"`
+	// PublicEgressCIDR is what pods may reach outside the cluster when PublicEgress is on.
+	PublicEgressCIDR string `json:"publicEgressCIDR,omitempty"`
+	// DeniedEgress is denied to every pod at the admin tier.
+	DeniedEgress []string `json:"deniedEgress,omitempty"`
 }
 
 // ClusterSettings returns the settings the control plane publishes to nodes.
@@ -40,6 +55,12 @@ func (c *ControlPlane) ClusterSettings() ClusterSettings {
 		ClusterDomain: c.Network.ClusterDomain,
 		Backend:       c.Network.Backend,
 		VNI:           c.Network.VNI,
+		NetworkPolicy: NetworkPolicySettings{
+			Enabled:          c.NetworkPolicyEnabled(),
+			PublicEgress:     c.PublicEgressEnabled(),
+			PublicEgressCIDR: c.Policies.NetworkPolicy.Workload.PublicEgress.CIDR,
+			DeniedEgress:     c.Policies.NetworkPolicy.Workload.PublicEgress.Except,
+		},
 	}
 }
 
@@ -60,7 +81,11 @@ func ParseClusterSettings(data string) (ClusterSettings, error) {
 		PodCIDR: s.PodCIDR, ServiceCIDR: s.ServiceCIDR, ClusterDNS: s.ClusterDNS,
 		ClusterDomain: s.ClusterDomain, Backend: s.Backend, VNI: s.VNI,
 	}}
-	if errs := validateNetwork(&c.Network); len(errs) > 0 {
+	errs := validateNetwork(&c.Network)
+	if np := s.NetworkPolicy; np.Enabled {
+		errs = append(errs, validatePublicEgress(&PublicEgressConfig{CIDR: np.PublicEgressCIDR, Except: np.DeniedEgress})...)
+	}
+	if len(errs) > 0 {
 		return s, fmt.Errorf("%s/%s: %w", ClusterSettingsNamespace, ClusterSettingsName, errs[0])
 	}
 	return s, nil

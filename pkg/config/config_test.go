@@ -95,6 +95,10 @@ func TestValidationErrors(t *testing.T) {
 		{"san", func(c *ControlPlane) { c.ExtraSANs = []string{"ok.example.com", "not a name"} }, `extraSANs[1]: invalid value "not a name"`},
 		{"extra arg key", func(c *ControlPlane) { c.ExtraArgs.APIServer = map[string]string{"--v": "2"} }, `extraArgs.apiServer: invalid value "--v"`},
 		{"pss", func(c *ControlPlane) { c.Policies.PodSecurityStandard = "strict" }, `policies.podSecurityStandard: invalid value "strict": must be one of privileged, baseline, restricted`},
+		{"public egress cidr", func(c *ControlPlane) { c.Policies.NetworkPolicy.Workload.PublicEgress.CIDR = "0.0.0.0" }, `policies.networkPolicy.workload.publicEgress.cidr: invalid value "0.0.0.0": must be an IPv4 CIDR`},
+		{"public egress except", func(c *ControlPlane) {
+			c.Policies.NetworkPolicy.Workload.PublicEgress.Except = []string{"169.254.169.254/32", "169.254.169.254/16"}
+		}, `policies.networkPolicy.workload.publicEgress.except[1]: invalid value "169.254.169.254/16": has host bits set`},
 		{"kind", func(c *ControlPlane) { c.Kind = "NodeConfig" }, `kind: invalid value "NodeConfig": must be ControlPlaneConfig`},
 		{"no address", func(c *ControlPlane) { c.AdvertiseAddress = "" }, `advertiseAddress: not set and no address found`},
 	}

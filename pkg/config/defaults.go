@@ -24,11 +24,14 @@ const (
 	DefaultNetworkBackend      = BackendVXLAN
 	DefaultVNI                 = 4242
 	DefaultPodSecurityStandard = "baseline"
-	DefaultEtcdClientPort      = 2379
-	DefaultEtcdPeerPort        = 2380
-	DefaultControllerMgrPort   = 10257
-	DefaultSchedulerPort       = 10259
-	DefaultUnitDir             = "/etc/systemd/system"
+	DefaultPublicEgressCIDR    = "0.0.0.0/0"
+	// DefaultMetadataAddress is the cloud metadata service, denied to pods by default.
+	DefaultMetadataAddress   = "169.254.169.254/32"
+	DefaultEtcdClientPort    = 2379
+	DefaultEtcdPeerPort      = 2380
+	DefaultControllerMgrPort = 10257
+	DefaultSchedulerPort     = 10259
+	DefaultUnitDir           = "/etc/systemd/system"
 	// clusterDNSOffset: the cluster DNS Service takes the 10th address of the
 	// service range, as kubeadm does.
 	clusterDNSOffset = 10
@@ -73,6 +76,14 @@ func SetDefaults(c *ControlPlane, detectAddress func() (string, error)) {
 	setInt(&c.Ports.ControllerManager, DefaultControllerMgrPort)
 	setInt(&c.Ports.Scheduler, DefaultSchedulerPort)
 	setString(&c.Policies.PodSecurityStandard, DefaultPodSecurityStandard)
+	setBool(&c.Policies.NetworkPolicy.Enabled, true)
+	egress := &c.Policies.NetworkPolicy.Workload.PublicEgress
+	setBool(&egress.Enabled, true)
+	setString(&egress.CIDR, DefaultPublicEgressCIDR)
+	if egress.Except == nil {
+		// nil is "not set"; an explicit empty list (except: []) stays empty.
+		egress.Except = []string{DefaultMetadataAddress}
+	}
 	if c.SecretsEncryption.Enabled == nil {
 		enabled := true
 		c.SecretsEncryption.Enabled = &enabled
@@ -97,6 +108,12 @@ func SetDefaults(c *ControlPlane, detectAddress func() (string, error)) {
 func setString(field *string, value string) {
 	if *field == "" {
 		*field = value
+	}
+}
+
+func setBool(field **bool, value bool) {
+	if *field == nil {
+		*field = &value
 	}
 }
 

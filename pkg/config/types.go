@@ -107,6 +107,47 @@ type PoliciesConfig struct {
 	// PodSecurityStandard is enforced by default in every namespace that does
 	// not set its own pod-security.kubernetes.io labels.
 	PodSecurityStandard string `json:"podSecurityStandard,omitempty"`
+	// NetworkPolicy turns on NetworkPolicy enforcement on every node and the
+	// cluster-wide workload rules below.
+	NetworkPolicy NetworkPolicyConfig `json:"networkPolicy,omitempty"`
+}
+
+// NetworkPolicyConfig controls NetworkPolicy enforcement (node-agent's
+// nftables table) and the built-in workload rules.
+type NetworkPolicyConfig struct {
+	// Enabled defaults to true.
+	Enabled  *bool                 `json:"enabled,omitempty"`
+	Workload WorkloadNetworkConfig `json:"workload,omitempty"`
+}
+
+// WorkloadNetworkConfig holds the rules every pod is subject to.
+type WorkloadNetworkConfig struct {
+	PublicEgress PublicEgressConfig `json:"publicEgress,omitempty"`
+}
+
+// PublicEgressConfig says what pods may reach outside the cluster's ranges.
+type PublicEgressConfig struct {
+	// Enabled (default true) lets pods reach CIDR. Off, everything outside
+	// the cluster's own ranges is denied at the baseline tier: a namespace's
+	// own egress NetworkPolicy may reopen it.
+	Enabled *bool `json:"enabled,omitempty"`
+	// CIDR is the public range pods may reach (default 0.0.0.0/0).
+	CIDR string `json:"cidr,omitempty"`
+	// Except is denied to every pod at the admin tier, whatever any
+	// NetworkPolicy says (default: the cloud metadata address
+	// 169.254.169.254/32). The nodes themselves are not affected.
+	Except []string `json:"except,omitempty"`
+}
+
+// NetworkPolicyEnabled reports whether nodes enforce NetworkPolicy.
+func (c *ControlPlane) NetworkPolicyEnabled() bool {
+	return c.Policies.NetworkPolicy.Enabled == nil || *c.Policies.NetworkPolicy.Enabled
+}
+
+// PublicEgressEnabled reports whether pods may reach addresses outside the cluster.
+func (c *ControlPlane) PublicEgressEnabled() bool {
+	e := c.Policies.NetworkPolicy.Workload.PublicEgress.Enabled
+	return e == nil || *e
 }
 
 // SecretsEncryptionConfig controls encryption of Secrets at rest in etcd.

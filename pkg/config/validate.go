@@ -79,6 +79,23 @@ func (c *ControlPlane) Validate() []error {
 	if !slices.Contains(PodSecurityStandards, c.Policies.PodSecurityStandard) {
 		add("policies.podSecurityStandard", c.Policies.PodSecurityStandard, "must be one of "+strings.Join(PodSecurityStandards, ", "))
 	}
+	errs = append(errs, validatePublicEgress(&c.Policies.NetworkPolicy.Workload.PublicEgress)...)
+	return errs
+}
+
+// validatePublicEgress checks policies.networkPolicy.workload.publicEgress:
+// IPv4 CIDRs without host bits, any prefix length.
+func validatePublicEgress(e *PublicEgressConfig) []error {
+	const field = "policies.networkPolicy.workload.publicEgress"
+	var errs []error
+	if _, err := parseCIDR(field+".cidr", e.CIDR, 0, 32, DefaultPublicEgressCIDR); err != nil {
+		errs = append(errs, err)
+	}
+	for i, cidr := range e.Except {
+		if _, err := parseCIDR(fmt.Sprintf("%s.except[%d]", field, i), cidr, 0, 32, DefaultMetadataAddress); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errs
 }
 

@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -140,7 +141,7 @@ func TestNodeSettingsObjects(t *testing.T) {
 		t.Fatal(err)
 	}
 	s, err := config.ParseClusterSettings(cm.Data[config.ClusterSettingsKey])
-	if err != nil || s != c.ClusterSettings() {
+	if err != nil || !reflect.DeepEqual(s, c.ClusterSettings()) {
 		t.Fatalf("settings %+v %v", s, err)
 	}
 	if cm.Namespace != "kube-system" || cm.Name != "node-agent-config" {

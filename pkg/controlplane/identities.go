@@ -46,6 +46,7 @@ var joinBoundRoles = []string{
 	"system:node-bootstrapper",
 	"system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
 	joinserver.GetNodesRole,
+	joinserver.NetworkPolicyReaderRole,
 }
 
 // controllerGrants are the control plane controllers' rights. Only
@@ -67,6 +68,9 @@ func controllerGrants() []grant {
 			// The rights it hands to bootstrap tokens: it may grant them
 			// because it holds them.
 			rule(core, []string{"nodes"}, []string{"get"}),
+			rule(core, []string{"pods", "namespaces"}, []string{"get", "list", "watch"}),
+			rule([]string{"networking.k8s.io"}, []string{"networkpolicies"}, []string{"get", "list", "watch"}),
+			rule([]string{"policy.networking.k8s.io"}, []string{"clusternetworkpolicies"}, []string{"get", "list", "watch"}),
 		}},
 		{Controller: pki.JoinObjects, Namespace: metav1.NamespacePublic, Rules: []rbacv1.PolicyRule{
 			rule(core, []string{"configmaps"}, manage),

@@ -23,9 +23,12 @@ import (
 
 // Names of the objects EnsureClusterObjects manages.
 const (
-	BootstrapperBinding        = "vcluster-standalone:kubelet-bootstrap"
-	AutoRenewBinding           = "vcluster-standalone:node-autoapprove-certificate-rotation"
-	GetNodesRole               = "vcluster-standalone:get-nodes"
+	BootstrapperBinding = "vcluster-standalone:kubelet-bootstrap"
+	AutoRenewBinding    = "vcluster-standalone:node-autoapprove-certificate-rotation"
+	GetNodesRole        = "vcluster-standalone:get-nodes"
+	// NetworkPolicyReaderRole lets every node watch what its NetworkPolicy
+	// table is compiled from (the Node authorizer only shows a node its own pods).
+	NetworkPolicyReaderRole    = "vcluster-standalone:network-policy-reader"
 	ClusterInfoReaderRole      = "vcluster-standalone:bootstrap-signer-clusterinfo"
 	KubeletServingCAReaderRole = "vcluster-standalone:kubelet-serving-ca-reader"
 	selfNodeClientRole         = "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient"
@@ -74,6 +77,13 @@ func EnsureClusterObjects(ctx context.Context, client kubernetes.Interface, serv
 		ObjectMeta: metav1.ObjectMeta{Name: GetNodesRole, Labels: managedBy},
 		// node-agent join checks whether a Node of its name is already there.
 		Rules: []rbacv1.PolicyRule{{Verbs: []string{"get"}, APIGroups: []string{""}, Resources: []string{"nodes"}}},
+	}, {
+		ObjectMeta: metav1.ObjectMeta{Name: NetworkPolicyReaderRole, Labels: managedBy},
+		Rules: []rbacv1.PolicyRule{
+			{Verbs: []string{"get", "list", "watch"}, APIGroups: []string{""}, Resources: []string{"pods", "namespaces"}},
+			{Verbs: []string{"get", "list", "watch"}, APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}},
+			{Verbs: []string{"get", "list", "watch"}, APIGroups: []string{"policy.networking.k8s.io"}, Resources: []string{"clusternetworkpolicies"}},
+		},
 	}} {
 		if err := kubeapply.Ensure(ctx, client.RbacV1().ClusterRoles(), "ClusterRole", cr, syncClusterRoleRules); err != nil {
 			return err
@@ -83,6 +93,7 @@ func EnsureClusterObjects(ctx context.Context, client kubernetes.Interface, serv
 		clusterRoleBinding(BootstrapperBinding, "system:node-bootstrapper", join.NodeBootstrapGroup),
 		clusterRoleBinding(AutoRenewBinding, selfNodeClientRole, user.NodesGroup),
 		clusterRoleBinding(GetNodesRole, GetNodesRole, join.NodeBootstrapGroup),
+		clusterRoleBinding(NetworkPolicyReaderRole, NetworkPolicyReaderRole, user.NodesGroup),
 	} {
 		if err := kubeapply.EnsureBinding(ctx, client.RbacV1().ClusterRoleBindings(), crb); err != nil {
 			return err

@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/cni/netpol"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/cni/network"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/component"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
@@ -75,6 +76,8 @@ func components(o Options, rc *rest.Config, cs kubernetes.Interface, s config.Cl
 		NewContainerd(o.Node, host, o.Self, o.RegistriesFile, o.Logs),
 		NewImageImport(o.Node, o.Progress),
 		newMirror(o, cs),
+		// Before the kubelet: its socket must answer the first CNI ADD.
+		netpol.New(cs, o.Node.NodeName, s),
 		NewKubelet(o.Node, s, host),
 		NewKubeProxy(o.Node, s, host),
 		network.New(cs, o.Node, s),

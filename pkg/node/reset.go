@@ -17,6 +17,7 @@ import (
 	proxyapp "k8s.io/kubernetes/cmd/kube-proxy/app"
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/cni"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/cni/netpol"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/cni/network"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/csi/pool"
@@ -97,6 +98,7 @@ func Reset(o ResetOptions) error {
 		return cni.Reset(o.Node.IPAMDir(), o.Node.CNIConfDir())
 	})
 	step("removed the overlay (vcs-vxlan, routes, VCS- chains)", network.Reset)
+	step("removed the network policy table ("+netpol.TableName+")", netpol.Remove)
 	step("removed kube-proxy's rules", cleanupKubeProxy)
 	step("removed the kubelet's iptables chains (KUBE-)", removeKubeChains)
 	step("removed files the kubelet and containerd keep at fixed paths", removeFixedPathLeftovers)

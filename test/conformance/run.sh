@@ -13,7 +13,9 @@
 #   CONFORMANCE_FOCUS=REGEXP   only the [Conformance] specs whose full name matches
 #   CONFORMANCE_SUBSET=FILE    only the specs named (full names, one a line) in FILE;
 #                              fails unless exactly those ran
-#   CONFORMANCE_PARTS=parallel,serial   which parts to run, in that order
+#   CONFORMANCE_PARTS=parallel,serial   which parts to run, in that order; the
+#                              part netpol is the upstream [sig-network] Netpol
+#                              specs instead (test/netpol/run.sh, make netpol)
 #   CONFORMANCE_PROCS=4        ginkgo processes of the parallel part
 #   CONFORMANCE_TIMEOUT=3h     ginkgo's timeout for each part
 #   CONFORMANCE_KEEP_LAB=1     leave a lab this run brought up running
@@ -71,7 +73,7 @@ done
 [[ $CONFORMANCE_PROCS =~ ^[1-9][0-9]*$ ]] || die "CONFORMANCE_PROCS must be a positive number, not '$CONFORMANCE_PROCS'"
 IFS=, read -ra PARTS <<<"$CONFORMANCE_PARTS"
 for p in "${PARTS[@]}"; do
-	case $p in parallel | serial) ;; *) die "unknown part '$p' in CONFORMANCE_PARTS (allowed: parallel, serial)" ;; esac
+	case $p in parallel | serial | netpol) ;; *) die "unknown part '$p' in CONFORMANCE_PARTS (allowed: parallel, serial, netpol)" ;; esac
 done
 
 RESULTS=${CONFORMANCE_RESULTS:-$CONFORMANCE_BIN/results/$(date +%Y%m%d-%H%M%S)${CONFORMANCE_SUBSET:+-subset}}
@@ -104,6 +106,11 @@ if [ -n "$CONFORMANCE_SUBSET" ]; then
 		if [ "$n" -ne 1 ]; then
 			echo "conformance: subset spec matches $n specs of e2e.test (want 1): $name" >&2
 			bad=1
+		elif [[ ,$CONFORMANCE_PARTS, == *,netpol,* ]]; then
+			if [[ $name != "[sig-network] Netpol "* || $name == *SCTPConnectivity* ]]; then
+				echo "conformance: subset spec is not one of the netpol part: $name" >&2
+				bad=1
+			fi
 		elif [[ $name != *"[Conformance]"* ]]; then
 			echo "conformance: subset spec is not a [Conformance] spec: $name" >&2
 			bad=1
@@ -114,14 +121,21 @@ if [ -n "$CONFORMANCE_SUBSET" ]; then
 	CONFORMANCE_FOCUS="^Kubernetes e2e suite ($(regexp_quote <"$RESULTS/subset.txt" | paste -sd'|'))\$"
 	PART_EXPECT[serial]=$(grep -cF '[Serial]' "$RESULTS/subset.txt" || true)
 	PART_EXPECT[parallel]=$((SUBSET_COUNT - PART_EXPECT[serial]))
+	PART_EXPECT[netpol]=$SUBSET_COUNT
 	say "subset: $SUBSET_COUNT specs from $CONFORMANCE_SUBSET (${PART_EXPECT[parallel]} parallel, ${PART_EXPECT[serial]} serial)"
 fi
 
 # read_part_args PART: ginkgo's selection of PART into PART_ARGS, its number of
 # processes into PART_PROCS. The labels select the same specs as the
-# [Conformance]/[Serial] tags in the names (417 + 29 of v1.36.3's 446).
+# [Conformance]/[Serial] tags in the names (417 + 29 of v1.36.3's 446). The
+# netpol part is every Netpol spec but the SCTP-connectivity ones (no SCTP in
+# the kernel): 47 of v1.36.3, none of them [Serial].
 read_part_args() {
 	case $1 in
+	netpol)
+		PART_PROCS=$CONFORMANCE_PROCS
+		PART_ARGS=(--focus="${CONFORMANCE_FOCUS:-\[sig-network\] Netpol}" --skip='SCTPConnectivity')
+		;;
 	parallel)
 		PART_PROCS=$CONFORMANCE_PROCS
 		PART_ARGS=(--label-filter='Conformance && !Serial' --focus="${CONFORMANCE_FOCUS:-\[Conformance\]}" --skip='\[Serial\]')
@@ -358,6 +372,7 @@ if [ -n "$CONFORMANCE_SUBSET" ]; then
 		case $p in
 		parallel) grep -vF '[Serial]' "$RESULTS/subset.txt" >>"$RESULTS/subset-expected.txt" || true ;;
 		serial) grep -F '[Serial]' "$RESULTS/subset.txt" >>"$RESULTS/subset-expected.txt" || true ;;
+		netpol) cat "$RESULTS/subset.txt" >>"$RESULTS/subset-expected.txt" ;;
 		esac
 	done
 	check=(-expect "$(wc -l <"$RESULTS/subset-expected.txt")" -list "$RESULTS/subset-expected.txt")
@@ -367,13 +382,22 @@ echo "== conformance summary ($RESULTS)"
 rc=0
 if [ ${#REPORT_ARGS[@]} -gt 0 ]; then
 	"$REPORT" "${check[@]}" "${REPORT_ARGS[@]}" | tee "$RESULTS/summary.txt" || rc=1
+	# Ginkgo's own summary of each part, as it printed it ("Ran 47 of 7579 Specs …").
+	for p in "${PARTS[@]}"; do
+		[ -f "$RESULTS/$p.log" ] || continue
+		grep -E '^(Ran [0-9]+ of [0-9]+ Specs|(SUCCESS|FAIL)! -- )' "$RESULTS/$p.log" | paste -sd' ' | sed "s/^/ginkgo $p: /" | tee -a "$RESULTS/summary.txt"
+	done
 else
 	echo "no part ran" | tee "$RESULTS/summary.txt"
 	rc=1
 fi
 [ "$rc" -eq 0 ] || FAILED=1
 if [ "$FAILED" -ne 0 ]; then
-	echo "conformance: FAILED (to re-run one spec: CONFORMANCE_FOCUS='<regexp of its name>' make conformance)"
+	if [[ ,$CONFORMANCE_PARTS, == *,netpol,* ]]; then
+		echo "netpol: FAILED (to re-run one spec: NETPOL_FOCUS='<regexp of its name>' make netpol)"
+	else
+		echo "conformance: FAILED (to re-run one spec: CONFORMANCE_FOCUS='<regexp of its name>' make conformance)"
+	fi
 	exit 1
 fi
 echo "conformance: passed"

@@ -48,15 +48,23 @@ exec sleep 86400`
 //	                         print "BYTES SECONDS"
 //	resolve NAME             look NAME up as a program linked with a libc
 //	                         does (Go's resolver: resolv.conf search, ndots)
+//	tcp-loop ADDR MS         connect to ADDR every MS ms until killed, one
+//	                         line per try: "<unix ms> ok <first line>" or
+//	                         "<unix ms> fail" (1 s timeout)
+//	tcp-scan CIDR PORT MS    every MS ms, connect to every address of CIDR at
+//	                         PORT; print "<unix ms> <addr> <first line>" for
+//	                         each that answers (200 ms timeout), until killed
 const netprobeSource = `package main
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -132,6 +140,51 @@ func main() {
 		c.(*net.TCPConn).CloseWrite()
 		io.Copy(io.Discard, c)
 		fmt.Println(total, time.Since(start).Seconds())
+	case "tcp-loop":
+		ms, err := strconv.Atoi(os.Args[3])
+		if err != nil {
+			die(err)
+		}
+		for {
+			start := time.Now()
+			if line, ok := firstLine(os.Args[2], time.Second); ok {
+				fmt.Println(start.UnixMilli(), "ok", line)
+			} else {
+				fmt.Println(start.UnixMilli(), "fail")
+			}
+			time.Sleep(time.Until(start.Add(time.Duration(ms) * time.Millisecond)))
+		}
+	case "tcp-scan":
+		_, cidr, err := net.ParseCIDR(os.Args[2])
+		if err != nil {
+			die(err)
+		}
+		ms, err := strconv.Atoi(os.Args[4])
+		if err != nil {
+			die(err)
+		}
+		base := cidr.IP.To4()
+		ones, bits := cidr.Mask.Size()
+		var mu sync.Mutex
+		for {
+			start := time.Now()
+			var wg sync.WaitGroup
+			for i := 1; i < 1<<(bits-ones)-1; i++ {
+				ip := net.IPv4(base[0], base[1], base[2]+byte(i>>8), base[3]+byte(i))
+				addr := net.JoinHostPort(ip.String(), os.Args[3])
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if line, ok := firstLine(addr, 200*time.Millisecond); ok {
+						mu.Lock()
+						fmt.Println(time.Now().UnixMilli(), addr, line)
+						mu.Unlock()
+					}
+				}()
+			}
+			wg.Wait()
+			time.Sleep(time.Until(start.Add(time.Duration(ms) * time.Millisecond)))
+		}
 	case "resolve":
 		addrs, err := net.LookupHost(os.Args[2])
 		if err != nil {
@@ -141,6 +194,21 @@ func main() {
 	default:
 		die(fmt.Errorf("unknown mode %q", os.Args[1]))
 	}
+}
+
+// firstLine connects to addr and reads the first line the peer sends.
+func firstLine(addr string, timeout time.Duration) (string, bool) {
+	c, err := net.DialTimeout("tcp4", addr, timeout)
+	if err != nil {
+		return "", false
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(timeout))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil && line == "" {
+		return "", false
+	}
+	return strings.TrimSpace(line), true
 }
 `
 

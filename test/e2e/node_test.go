@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -28,6 +29,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/cni/netpol"
 )
 
 // The node runtime as a user sees it, on the nodes TestOneLineJoin joined
@@ -504,7 +507,7 @@ func podUndisturbed(t *testing.T, cs *kubernetes.Clientset, ns, node, when, cid 
 }
 
 // TestNodeResetLeavesNothing: `node-agent reset` on a node that ran pods
-// leaves its mounts, links, routes, iptables rules, files under /var/lib,
+// leaves its mounts, links, routes, iptables rules, nftables tables, files under /var/lib,
 // /etc, /run and /opt, processes and cgroups as they were before the join
 // (what is not compared, and why: nodeStateIgnored); the same one-line join
 // then makes it a Ready node again.
@@ -575,6 +578,11 @@ func TestNodeResetLeavesNothing(t *testing.T) {
 	}
 	startPod(t, cs, ns, pod, 90*time.Second)
 
+	// Enforcement is on by default: node-agent's NetworkPolicy table is there
+	// to be removed.
+	if tables := npTables(t, node); !slices.Contains(tables, "inet "+netpol.TableName) {
+		t.Errorf("%s: no nftables table inet %s before reset (tables: %v)", node, netpol.TableName, tables)
+	}
 	t0 := time.Now()
 	out := reset(t, node)
 	t.Logf("node-agent reset in %s:\n%s", time.Since(t0).Round(10*time.Millisecond), out)

@@ -386,7 +386,8 @@ func hostBusyboxArchive(t *testing.T) []byte {
 // one sorted list of lines per kind.
 type nodeState map[string][]string
 
-// nodeStateScript prints "KIND<TAB>LINE" for every kind. Processes and
+// nodeStateScript prints "KIND<TAB>LINE" for every kind (takeNodeState adds
+// the node's nftables tables, "nft"). Processes and
 // cgroups of `lab exec` itself (cgroup /exec inside the node) are left out.
 const nodeStateScript = `
 exec 2>/dev/null
@@ -436,6 +437,10 @@ var nodeStateIgnored = []struct {
 	// a network namespace); it holds no rule. Rules, chains of our own and
 	// other policies are compared.
 	{regexp.MustCompile(`^ip6?tables-(legacy|nft)-save\t\w+ (\*\w+|COMMIT|:(INPUT|OUTPUT|FORWARD|PREROUTING|POSTROUTING) ACCEPT \[-\])$`), "empty iptables tables"},
+	// The nftables tables iptables-nft makes for kube-proxy's rules; those
+	// rules are compared through iptables-nft-save above. Any other table
+	// (node-agent's NetworkPolicy table) counts.
+	{regexp.MustCompile(`^nft\tip6? (filter|nat|mangle|raw|security)$`), "iptables-nft's tables"},
 	// Short-lived processes of systemd and the lab, and kernel threads named
 	// per CPU or per work item.
 	{regexp.MustCompile(`^process\t(systemd-userwor|systemd-userdbd|\(sd-.*\)|kworker/.*|systemd-hostnam|systemd-timedat|systemd-localed)$`), "short-lived systemd helpers"},
@@ -455,6 +460,9 @@ func takeNodeState(t *testing.T, node string) *nodeState {
 			continue
 		}
 		s[kind] = append(s[kind], l)
+	}
+	for _, l := range npTables(t, node) {
+		s["nft"] = append(s["nft"], "nft\t"+l)
 	}
 	for k := range s {
 		sort.Strings(s[k])
