@@ -50,7 +50,7 @@ const (
 //   - BadInput: an invalid ipBlock or port is refused by the API; an invalid
 //     `policies` value is a one-line config error naming the field.
 //   - PublicEgressOff: with policies.networkPolicy.workload.publicEgress.enabled
-//     false on lab-cp, a listener outside the cluster (in the lab switch) is
+//     false on lab-cp (and node-agent restarted, to read it), a listener outside the cluster (in the lab switch) is
 //     unreachable while in-cluster traffic flows; a namespace egress policy
 //     reopens it.
 func TestNetworkPolicy(t *testing.T) {
@@ -271,7 +271,7 @@ func TestNetworkPolicy(t *testing.T) {
 			r := netExec(t, nsName, client, outside)
 			return r.code != 0 && r.stdout == "", r.String()
 		})
-		netFigure(t, "netpol-public-egress-off", "denied %s after the control plane was ready again", took.Round(10*time.Millisecond))
+		netFigure(t, "netpol-public-egress-off", "denied %s after node-agent was active again on every node", took.Round(10*time.Millisecond))
 		before := len(peers())
 		time.Sleep(2 * time.Second)
 		for i := 0; i < 5; i++ {
@@ -475,9 +475,10 @@ func npWithoutPolicies(cfg string) string {
 }
 
 // npSetPublicEgress sets policies.networkPolicy.workload.publicEgress.enabled
-// in lab-cp's config, restarts the control plane and waits for it; the
-// original config is restored (and the control plane restarted) when the
-// test ends.
+// in lab-cp's config, restarts the control plane and waits for it, then
+// restarts node-agent on every node (nodes read the cluster's settings when
+// node-agent starts, as they do the network settings); the original config is
+// restored (and everything restarted again) when the test ends.
 func npSetPublicEgress(t *testing.T, enabled bool) {
 	t.Helper()
 	orig := mustInNode(t, cpNode, "cat", npConfig) + "\n"
@@ -488,6 +489,12 @@ func npSetPublicEgress(t *testing.T, enabled bool) {
 		}
 		mustInNode(t, cpNode, "systemctl", "restart", service)
 		waitReady(t, 3*time.Minute)
+		for _, n := range allNodes {
+			mustInNode(t, n, "systemctl", "restart", nodeAgentUnit)
+		}
+		for _, n := range allNodes {
+			npWaitAgent(t, n)
+		}
 	}
 	t.Cleanup(func() { write(orig) })
 	write(npWithoutPolicies(orig) + fmt.Sprintf("policies:\n  networkPolicy:\n    workload:\n      publicEgress:\n        enabled: %t\n", enabled))
