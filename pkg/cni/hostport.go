@@ -6,7 +6,6 @@ import (
 	"net"
 	"os/exec"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -281,53 +280,7 @@ func removeAllHostports(ipt *iptables.IPTables) error {
 	if ipt == nil {
 		return nil
 	}
-	chains, err := ipt.ListChains(natTable)
-	if err != nil {
-		return fmt.Errorf("failed to list iptables chains: %w", err)
-	}
-	var errs []error
-	var ours []string
-	for _, c := range chains {
-		if c == hostportsChain || c == hostportsMasq || strings.HasPrefix(c, podChainPrefix) {
-			ours = append(ours, c)
-		}
-	}
-	// A jump can only exist while its target chain does (iptables -C fails otherwise).
-	for _, j := range []struct {
-		chain, target string
-		rule          []string
-	}{
-		{"PREROUTING", hostportsChain, localDstJump},
-		{"OUTPUT", hostportsChain, localDstJump},
-		{"POSTROUTING", hostportsMasq, masqJump},
-	} {
-		if !slices.Contains(ours, j.target) {
-			continue
-		}
-		// Racing ADDs may have inserted the jump twice: delete every copy.
-		for i := 0; i < 10; i++ {
-			ok, err := ipt.Exists(natTable, j.chain, j.rule...)
-			if err == nil && ok {
-				err = ipt.Delete(natTable, j.chain, j.rule...)
-			}
-			if err != nil {
-				errs = append(errs, fmt.Errorf("failed to delete jump from %s: %w", j.chain, err))
-			}
-			if err != nil || !ok {
-				break
-			}
-		}
-	}
-	// Flush all first: VCS-HOSTPORTS refers to the pod chains.
-	for _, c := range ours {
-		if err := ipt.ClearChain(natTable, c); err != nil {
-			errs = append(errs, fmt.Errorf("failed to flush iptables chain %s: %w", c, err))
-		}
-	}
-	for _, c := range ours {
-		if err := ipt.DeleteChain(natTable, c); err != nil {
-			errs = append(errs, fmt.Errorf("failed to delete iptables chain %s: %w", c, err))
-		}
-	}
-	return errors.Join(errs...)
+	return RemoveChains(ipt, natTable, func(c string) bool {
+		return c == hostportsChain || c == hostportsMasq || strings.HasPrefix(c, podChainPrefix)
+	})
 }

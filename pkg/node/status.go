@@ -7,10 +7,13 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -18,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/cni"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/cni/netpol"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/cni/network"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/node/mirror"
@@ -144,7 +148,11 @@ func networkChecks(n *config.Node) []Check {
 	}
 	checks := []Check{c}
 	if data, err := os.ReadFile(n.ClusterSettingsFile()); err == nil {
-		if s, err := config.ParseClusterSettings(string(data)); err == nil && s.Backend == config.BackendVXLAN {
+		s, err := config.ParseClusterSettings(string(data))
+		if err == nil {
+			checks = append(checks, netpolCheck(s.NetworkPolicy.Enabled))
+		}
+		if err == nil && s.Backend == config.BackendVXLAN {
 			if _, err := net.InterfaceByName(network.VXLANDevice); err != nil {
 				checks = append(checks, Check{"overlay", false, network.VXLANDevice + " missing"})
 			} else {
@@ -153,6 +161,38 @@ func networkChecks(n *config.Node) []Check {
 		}
 	}
 	return checks
+}
+
+// netpolCheck reports whether the policy table is loaded and its counters:
+// drops by cause, and the packets each NetworkPolicy let through.
+func netpolCheck(enabled bool) Check {
+	const part = "network policy"
+	loaded, err := netpol.Exists()
+	switch {
+	case err != nil:
+		return Check{part, false, err.Error()}
+	case !enabled && loaded:
+		return Check{part, false, "enforcement is off but table " + netpol.TableName + " is loaded"}
+	case !enabled:
+		return Check{part, true, "not enforced (policies.networkPolicy.enabled: false)"}
+	case !loaded:
+		return Check{part, false, "table " + netpol.TableName + " missing: pods of this node are not isolated"}
+	}
+	counters, err := netpol.Counters()
+	if err != nil {
+		return Check{part, false, err.Error()}
+	}
+	var drops, accepts []string
+	for _, name := range slices.Sorted(maps.Keys(counters)) {
+		entry := fmt.Sprintf("%s=%d", name, counters[name])
+		if strings.Contains(name, "/") && !strings.HasPrefix(name, netpol.IsolationCounterPrefix) {
+			accepts = append(accepts, entry)
+		} else {
+			drops = append(drops, entry)
+		}
+	}
+	return Check{part, true, fmt.Sprintf("table %s; dropped (packets): %s; accepted by policy: %s",
+		netpol.TableName, strings.Join(drops, " "), strings.Join(accepts, " "))}
 }
 
 func certCheck(part, file string) Check {

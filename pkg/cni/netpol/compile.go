@@ -198,6 +198,13 @@ func (c *compiler) base() {
 	c.t.Chains = append(c.t.Chains, eg, in, open)
 }
 
+// IsolationCounterPrefix + namespace counts the packets dropped because
+// policies isolate a pod of that namespace and none of them allowed it.
+const IsolationCounterPrefix = "isolated/"
+
+// policyCounter counts the packets a policy accepted: "namespace/name".
+func policyCounter(p *networkingv1.NetworkPolicy) string { return p.Namespace + "/" + p.Name }
+
 // PolicyID is the short, stable name of a policy in the table.
 func PolicyID(namespace, name string) string {
 	sum := sha256.Sum256([]byte(namespace + "/" + name))
@@ -242,6 +249,7 @@ func (c *compiler) policies() {
 			continue
 		}
 		id := PolicyID(p.Namespace, p.Name)
+		c.t.Counters = append(c.t.Counters, policyCounter(p))
 		audit := p.Annotations[AuditAnnotation] == "true"
 		hasIn, hasEg := policyTypes(p)
 		if hasIn {
@@ -250,7 +258,6 @@ func (c *compiler) policies() {
 		if hasEg {
 			c.policyChain(id, p, egress, selected)
 		}
-		c.t.Counters = append(c.t.Counters, id)
 		for j, lp := range c.local {
 			if lp.obj.Namespace != p.Namespace || !selector.Matches(labels.Set(lp.obj.Labels)) {
 				continue
@@ -272,15 +279,16 @@ func (c *compiler) policies() {
 	combos := map[string]bool{}
 	for j, lp := range c.local {
 		addr := addrValue(lp.addr)
-		inMap.Map = append(inMap.Map, MapElement{Addr: addr, Verdict: c.combo(ingress, perPod[j].in, auditPerPod[j].in, combos)})
-		egMap.Map = append(egMap.Map, MapElement{Addr: addr, Verdict: c.combo(egress, perPod[j].eg, auditPerPod[j].eg, combos)})
+		ns := lp.obj.Namespace
+		inMap.Map = append(inMap.Map, MapElement{Addr: addr, Verdict: c.combo(ingress, ns, perPod[j].in, auditPerPod[j].in, combos)})
+		egMap.Map = append(egMap.Map, MapElement{Addr: addr, Verdict: c.combo(egress, ns, perPod[j].eg, auditPerPod[j].eg, combos)})
 	}
 	c.t.Sets = append(c.t.Sets, inMap, egMap)
 }
 
 // combo returns the dispatch verdict of a pod selected by the given
 // enforcing and audit policies, adding the combination's chain once.
-func (c *compiler) combo(d direction, ids, audit []string, made map[string]bool) Verdict {
+func (c *compiler) combo(d direction, namespace string, ids, audit []string, made map[string]bool) Verdict {
 	open := Verdict{Kind: Accept}
 	if d == egress {
 		open = Verdict{Kind: Goto, Chain: chainOpenEg}
@@ -288,7 +296,7 @@ func (c *compiler) combo(d direction, ids, audit []string, made map[string]bool)
 	if len(ids) == 0 && len(audit) == 0 {
 		return open
 	}
-	key := d.name + "|" + strings.Join(ids, ",") + "|" + strings.Join(audit, ",")
+	key := d.name + "|" + namespace + "|" + strings.Join(ids, ",") + "|" + strings.Join(audit, ",")
 	sum := sha256.Sum256([]byte(key))
 	name := d.name + "-pods-" + hex.EncodeToString(sum[:5])
 	if !made[name] {
@@ -299,13 +307,17 @@ func (c *compiler) combo(d direction, ids, audit []string, made map[string]bool)
 		}
 		if len(ids) > 0 {
 			// Isolated and no policy allowed it: the default deny.
-			ch.Rules = append(ch.Rules, Rule{Counter: ids[0], Log: "vcs-netpol drop " + d.name + " " + strings.Join(ids, ","), Verdict: Verdict{Kind: Drop}})
+			counter := IsolationCounterPrefix + namespace
+			if !slices.Contains(c.t.Counters, counter) {
+				c.t.Counters = append(c.t.Counters, counter)
+			}
+			ch.Rules = append(ch.Rules, Rule{Counter: counter, Log: fmt.Sprintf("vcs-netpol drop %s ns=%s", d.name, namespace), Verdict: Verdict{Kind: Drop}})
 		} else {
 			// Only audit policies select the pod: log what they would drop, then go on as if unselected.
 			for _, id := range audit {
 				ch.Rules = append(ch.Rules, Rule{Verdict: Verdict{Kind: Jump, Chain: id + "-" + d.name}})
 			}
-			ch.Rules = append(ch.Rules, Rule{Log: "vcs-netpol audit " + d.name + " " + strings.Join(audit, ","), Verdict: open})
+			ch.Rules = append(ch.Rules, Rule{Log: fmt.Sprintf("vcs-netpol audit %s ns=%s", d.name, namespace), Verdict: open})
 		}
 		c.t.Chains = append(c.t.Chains, ch)
 	}
@@ -358,7 +370,7 @@ func (c *compiler) policyChain(id string, p *networkingv1.NetworkPolicy, d direc
 			peerMatch = []Match{{Field: d.peerF, Set: prefix + "-peers"}}
 		}
 		accept := func(ms ...Match) {
-			ch.Rules = append(ch.Rules, Rule{Matches: append(slices.Clone(peerMatch), ms...), Counter: id, Verdict: Verdict{Kind: Accept}})
+			ch.Rules = append(ch.Rules, Rule{Matches: append(slices.Clone(peerMatch), ms...), Counter: policyCounter(p), Verdict: Verdict{Kind: Accept}})
 		}
 		if len(r.ports) == 0 {
 			accept()

@@ -45,6 +45,7 @@ type Controller struct {
 
 	factory  informers.SharedInformerFactory
 	listener net.Listener
+	logs     *LogReader
 	cancel   context.CancelFunc
 	done     chan struct{}
 
@@ -146,13 +147,34 @@ func (c *Controller) Start(context.Context) error {
 	c.factory.Start(ctx.Done())
 	go serveAnnouncements(l, c.program)
 	go c.run(ctx)
+	if c.logs, err = OpenLogReader(LogGroupDrop, LogGroupAudit); err != nil {
+		klog.ErrorS(err, "network policy: dropped packets will not be logged")
+	} else {
+		go c.logPackets()
+	}
 	return nil
+}
+
+// logPackets writes what the table logs (rate-limited there) into node-agent's log.
+func (c *Controller) logPackets() {
+	for {
+		pkts, err := c.logs.Read()
+		if err != nil {
+			return
+		}
+		for _, p := range pkts {
+			klog.InfoS("network policy: " + p.String())
+		}
+	}
 }
 
 // Stop ends the informers and the socket, and leaves the table.
 func (c *Controller) Stop() error {
 	if c.listener != nil {
 		c.listener.Close()
+	}
+	if c.logs != nil {
+		c.logs.Close()
 	}
 	if c.cancel != nil {
 		c.cancel()
@@ -253,6 +275,9 @@ func (c *Controller) run(ctx context.Context) {
 		return
 	}
 	klog.InfoS("network policy: caches synced, building the table")
+	// The first apply rebuilds the table whole; later ones change only
+	// elements when that is all that differs.
+	var applier Applier
 	retry := time.NewTimer(time.Hour)
 	for {
 		c.mu.Lock()
@@ -261,10 +286,11 @@ func (c *Controller) run(ctx context.Context) {
 		begin := time.Now()
 		in, err := c.input()
 		var stats Stats
+		rebuilt := false
 		if err == nil {
 			t := Compile(in)
 			stats = t.Stats()
-			err = Apply(t)
+			rebuilt, err = applier.Apply(t)
 		}
 		c.mu.Lock()
 		c.lastErr = err
@@ -277,7 +303,7 @@ func (c *Controller) run(ctx context.Context) {
 			klog.ErrorS(err, "network policy: table not applied; retrying")
 			retry.Reset(2 * time.Second)
 		} else {
-			klog.V(2).InfoS("network policy: table applied", "took", time.Since(begin), "chains", stats.Chains, "rules", stats.Rules, "sets", stats.Sets, "elements", stats.Elements)
+			klog.V(2).InfoS("network policy: table applied", "rebuilt", rebuilt, "took", time.Since(begin), "chains", stats.Chains, "rules", stats.Rules, "sets", stats.Sets, "elements", stats.Elements)
 		}
 		select {
 		case <-ctx.Done():

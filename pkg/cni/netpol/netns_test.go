@@ -6,18 +6,17 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/cni/internal/netnstest"
 )
 
 // The test builds a "node" network namespace routing between "pod"
@@ -25,51 +24,13 @@ import (
 // checks real TCP and UDP connections against what the compiler's
 // evaluator says. The host's own namespace is never touched.
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skipf("needs ip: %v", err)
-	}
-}
+func requireRoot(t *testing.T) { netnstest.RequireRoot(t, "ip") }
 
-func run(t *testing.T, args ...string) {
-	t.Helper()
-	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-}
+func run(t *testing.T, args ...string) { netnstest.Run(t, args[0], args[1:]...) }
 
-func newNS(t *testing.T, name string) string {
-	t.Helper()
-	full := fmt.Sprintf("vcsnp%d-%s", os.Getpid()%100000, name)
-	run(t, "ip", "netns", "add", full)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", full).Run() })
-	run(t, "ip", "-n", full, "link", "set", "lo", "up")
-	return full
-}
+func newNS(t *testing.T, name string) string { return netnstest.New(t, "vcsnp", name) }
 
-// inNS runs fn on a thread switched into the namespace; the thread dies with its goroutine.
-func inNS(name string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		target, err := netns.GetFromName(name)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			errc <- err
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
-}
+func inNS(name string, fn func() error) error { return netnstest.In(name, fn) }
 
 type testPod struct {
 	ns, name, netns string
@@ -214,10 +175,37 @@ func TestTableEnforcesInANetworkNamespace(t *testing.T) {
 		}},
 	}
 	t.Cleanup(func() { _ = inNS(node, Remove) })
+	var reader *LogReader
+	if err := inNS(node, func() (err error) { reader, err = OpenLogReader(LogGroupDrop, LogGroupAudit); return err }); err != nil {
+		t.Fatal(err)
+	}
+	logged := make(chan LoggedPacket, 1000)
+	go func() {
+		for {
+			pkts, err := reader.Read()
+			if err != nil {
+				return
+			}
+			for _, p := range pkts {
+				select {
+				case logged <- p:
+				default:
+				}
+			}
+		}
+	}()
+	t.Cleanup(func() { reader.Close() })
 
-	check := func(step string, table *Table) {
+	var applier Applier
+	check := func(step string, table *Table, wantRebuild bool) {
 		t.Helper()
-		if err := inNS(node, func() error { return Apply(table) }); err != nil {
+		if err := inNS(node, func() error {
+			rebuilt, err := applier.Apply(table)
+			if err == nil && rebuilt != wantRebuild {
+				err = fmt.Errorf("rebuilt=%t, want %t", rebuilt, wantRebuild)
+			}
+			return err
+		}); err != nil {
 			t.Fatalf("%s: apply: %v", step, err)
 		}
 		client, server, other, unknown := pods[0], pods[1], pods[2], pods[3]
@@ -263,7 +251,17 @@ func TestTableEnforcesInANetworkNamespace(t *testing.T) {
 	}
 
 	table := Compile(in)
-	check("ingress policy", table)
+	check("ingress policy", table, true)
+	// The drop of other -> server:8080 was logged with its cause.
+	deadline := time.After(3 * time.Second)
+	for found := false; !found; {
+		select {
+		case p := <-logged:
+			found = p.Src == pods[2].addr && p.Dst == pods[1].addr && p.DstPort == 8080 && strings.Contains(p.Prefix, "ns=b")
+		case <-deadline:
+			t.Fatal("no NFLOG record of the dropped connection other -> server:8080")
+		}
+	}
 	// Spot-check the oracle itself against the API's meaning.
 	for _, tc := range []struct {
 		pkt  Packet
@@ -290,11 +288,17 @@ func TestTableEnforcesInANetworkNamespace(t *testing.T) {
 			}},
 		},
 	})
-	check("egress policy", Compile(in))
+	check("egress policy", Compile(in), true)
+
+	// Pod churn: "other" goes away; only map elements change, and its
+	// address now fails closed.
+	in.Pods = apiPods[:2]
+	check("pod deleted", Compile(in), false)
+	in.Pods = apiPods
 
 	in.PublicEgress = false
 	in.Policies = in.Policies[:1]
-	check("public egress off", Compile(in))
+	check("public egress off", Compile(in), true)
 
 	if err := inNS(node, Remove); err != nil {
 		t.Fatal(err)

@@ -19,6 +19,108 @@ func table() *nftables.Table {
 	return &nftables.Table{Family: nftables.TableFamilyINet, Name: TableName}
 }
 
+// Applier applies tables, remembering the last one it loaded: when only set
+// and map elements differ (pod churn), it rewrites just those sets, in one
+// transaction, and the counters go on counting.
+type Applier struct {
+	last *Table
+}
+
+// Apply loads t; it reports whether the whole table was rebuilt.
+func (a *Applier) Apply(t *Table) (rebuilt bool, err error) {
+	if a.last != nil && sameShape(a.last, t) {
+		if err := applyElements(a.last, t); err == nil {
+			a.last = t
+			return false, nil
+		}
+		// Someone changed the table behind our back: rebuild it whole.
+	}
+	if err := Apply(t); err != nil {
+		a.last = nil
+		return true, err
+	}
+	a.last = t
+	return true, nil
+}
+
+// sameShape reports whether a and b differ at most in set elements.
+func sameShape(a, b *Table) bool {
+	if len(a.Chains) != len(b.Chains) || len(a.Sets) != len(b.Sets) || !slices.Equal(a.Counters, b.Counters) {
+		return false
+	}
+	for i := range a.Chains {
+		ca, cb := a.Chains[i], b.Chains[i]
+		if ca.Name != cb.Name || ca.Base != cb.Base || ca.Priority != cb.Priority || len(ca.Rules) != len(cb.Rules) {
+			return false
+		}
+		for j := range ca.Rules {
+			ra, rb := ca.Rules[j], cb.Rules[j]
+			if ra.Established != rb.Established || ra.Map != rb.Map || ra.MapField != rb.MapField || ra.Verdict != rb.Verdict ||
+				ra.Counter != rb.Counter || ra.Log != rb.Log || !slices.Equal(ra.Matches, rb.Matches) {
+				return false
+			}
+		}
+	}
+	for i := range a.Sets {
+		if a.Sets[i].Name != b.Sets[i].Name || a.Sets[i].Kind != b.Sets[i].Kind {
+			return false
+		}
+	}
+	return true
+}
+
+// applyElements rewrites the sets whose elements differ, in one transaction.
+func applyElements(old, t *Table) error {
+	conn, err := nftables.New()
+	if err != nil {
+		return err
+	}
+	tbl := table()
+	changed := 0
+	for i, s := range t.Sets {
+		o := old.Sets[i]
+		if slices.Equal(o.Ranges, s.Ranges) && slices.Equal(o.Map, s.Map) {
+			continue
+		}
+		changed++
+		ns, elems := nftSet(tbl, s)
+		conn.FlushSet(ns)
+		if len(elems) > 0 {
+			if err := conn.SetAddElements(ns, elems); err != nil {
+				return err
+			}
+		}
+	}
+	if changed == 0 {
+		return nil
+	}
+	return conn.Flush()
+}
+
+// nftSet is s as nftables wants it: the set and its elements.
+func nftSet(tbl *nftables.Table, s *Set) (*nftables.Set, []nftables.SetElement) {
+	ns := &nftables.Set{Table: tbl, Name: s.Name}
+	switch s.Kind {
+	case AddrSet:
+		ns.KeyType, ns.Interval = nftables.TypeIPAddr, true
+		return ns, intervalElements(s.Ranges, 4)
+	case PortSet:
+		ns.KeyType, ns.Interval = nftables.TypeInetService, true
+		return ns, intervalElements(s.Ranges, 2)
+	default:
+		ns.KeyType, ns.DataType, ns.IsMap = nftables.TypeIPAddr, nftables.TypeVerdict, true
+		return ns, mapElements(s.Map)
+	}
+}
+
+func mapElements(m []MapElement) []nftables.SetElement {
+	var elems []nftables.SetElement
+	for _, e := range m {
+		elems = append(elems, nftables.SetElement{Key: binaryutil.BigEndian.PutUint32(e.Addr), VerdictData: verdict(e.Verdict)})
+	}
+	return elems
+}
+
 // Apply replaces the table with t in one netlink transaction: packets see
 // the old table or the new one, never none or half of one.
 func Apply(t *Table) error {
@@ -102,21 +204,7 @@ func load(conn *nftables.Conn, tbl *nftables.Table, t *Table) error {
 	}
 	sets := map[string]*nftables.Set{}
 	for _, s := range t.Sets {
-		ns := &nftables.Set{Table: tbl, Name: s.Name}
-		var elems []nftables.SetElement
-		switch s.Kind {
-		case AddrSet:
-			ns.KeyType, ns.Interval = nftables.TypeIPAddr, true
-			elems = intervalElements(s.Ranges, 4)
-		case PortSet:
-			ns.KeyType, ns.Interval = nftables.TypeInetService, true
-			elems = intervalElements(s.Ranges, 2)
-		case AddrMap:
-			ns.KeyType, ns.DataType, ns.IsMap = nftables.TypeIPAddr, nftables.TypeVerdict, true
-			for _, e := range s.Map {
-				elems = append(elems, nftables.SetElement{Key: binaryutil.BigEndian.PutUint32(e.Addr), VerdictData: verdict(e.Verdict)})
-			}
-		}
+		ns, elems := nftSet(tbl, s)
 		if err := conn.AddSet(ns, elems); err != nil {
 			return fmt.Errorf("set %s: %w", s.Name, err)
 		}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"slices"
 	"sync"
@@ -312,8 +311,8 @@ func (c *Controller) annotations() map[string]string {
 		AnnotationNodeIP:  c.local.Uplink.IP.String(),
 		AnnotationBackend: c.local.Backend,
 	}
-	if c.local.Backend == config.BackendVXLAN {
-		a[AnnotationVTEPMAC] = VTEPMAC(c.local.Uplink.IP).String()
+	if b, err := backendOf(c.local.Backend); err == nil {
+		b.annotate(c.local, a)
 	}
 	return a
 }
@@ -394,14 +393,11 @@ func peerOf(backend string, n *corev1.Node) (Peer, string) {
 		return p, fmt.Sprintf("annotation %s=%q is not an IPv4 address", AnnotationNodeIP, a[AnnotationNodeIP])
 	}
 	p.IP = ip
-	if backend == config.BackendVXLAN {
-		mac, err := net.ParseMAC(a[AnnotationVTEPMAC])
-		if err != nil || len(mac) != 6 {
-			return p, fmt.Sprintf("annotation %s=%q is not a MAC address", AnnotationVTEPMAC, a[AnnotationVTEPMAC])
-		}
-		p.VTEPMAC = mac
+	b, err := backendOf(backend)
+	if err != nil {
+		return p, err.Error()
 	}
-	return p, ""
+	return p, b.readPeer(a, &p)
 }
 
 func samePeer(a, b Peer) bool {

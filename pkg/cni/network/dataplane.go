@@ -24,8 +24,6 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
-
-	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
 )
 
 // RouteProtocol marks every route this package installs (the rtm_protocol
@@ -60,8 +58,8 @@ type Peer struct {
 
 // MTU is the MTU pods get: the uplink's, less the encapsulation overhead.
 func (l Local) MTU() int {
-	if l.Backend == config.BackendVXLAN {
-		return l.Uplink.MTU - VXLANOverhead
+	if b, err := backendOf(l.Backend); err == nil {
+		return l.Uplink.MTU - b.overhead()
 	}
 	return l.Uplink.MTU
 }
@@ -105,19 +103,8 @@ func (d *Dataplane) EnsureLocal(l Local) error {
 	if err := ensureForward(d.ipt, l.ClusterCIDR); err != nil {
 		return err
 	}
-	switch l.Backend {
-	case config.BackendVXLAN:
-		link, err := ensureVXLAN(l)
-		if err != nil {
-			return err
-		}
-		if l.PodCIDR.IsValid() {
-			return ensureVXLANAddr(link, l.PodCIDR)
-		}
-		return nil
-	default:
-		return removeVXLAN("the backend is " + l.Backend)
-	}
+	b, _ := backendOf(l.Backend) // checkLocal refused unknown ones
+	return b.ensureLocal(l)
 }
 
 // SyncPeers installs a route (and for vxlan the neighbour and FDB entries)
@@ -139,25 +126,17 @@ func (d *Dataplane) SyncPeers(l Local, peers []Peer) error {
 		}
 		valid = append(valid, p)
 	}
-	var err error
-	switch l.Backend {
-	case config.BackendVXLAN:
-		err = syncVXLANPeers(l, valid)
-	default:
-		err = syncHostGWPeers(l, valid)
-	}
-	return errors.Join(append(errs, err)...)
+	b, _ := backendOf(l.Backend) // checkLocal refused unknown ones
+	return errors.Join(append(errs, b.syncPeers(l, valid))...)
 }
 
 func checkLocal(l Local) error {
-	switch l.Backend {
-	case config.BackendVXLAN:
-		if l.VNI < 1 || l.VNI > 1<<24-1 {
-			return fmt.Errorf("VNI %d is out of range 1-16777215", l.VNI)
-		}
-	case config.BackendHostGW:
-	default:
-		return fmt.Errorf("unknown network backend %q (want %s or %s)", l.Backend, config.BackendVXLAN, config.BackendHostGW)
+	b, err := backendOf(l.Backend)
+	if err != nil {
+		return err
+	}
+	if err := b.checkLocal(l); err != nil {
+		return err
 	}
 	if !l.ClusterCIDR.IsValid() || !l.ClusterCIDR.Addr().Is4() {
 		return fmt.Errorf("cluster pod CIDR %q is not an IPv4 prefix", l.ClusterCIDR)
@@ -179,10 +158,12 @@ func checkPeer(l Local, p Peer) error {
 		return fmt.Errorf("node %s: pod CIDR %s overlaps this node's %s", p.Name, p.PodCIDR, l.PodCIDR)
 	case !p.IP.Is4():
 		return fmt.Errorf("node %s: address %s is not IPv4", p.Name, p.IP)
-	case l.Backend == config.BackendVXLAN && len(p.VTEPMAC) != 6:
-		return fmt.Errorf("node %s: no VTEP MAC address", p.Name)
 	}
-	return nil
+	b, err := backendOf(l.Backend)
+	if err != nil {
+		return err
+	}
+	return b.checkPeer(p)
 }
 
 // contains reports whether inner lies entirely inside outer.

@@ -3,83 +3,24 @@ package network
 import (
 	"fmt"
 	"net"
-	"os"
-	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/cni/internal/netnstest"
 )
 
-// The tests build "nodes" and "pods" as network namespaces of their own and
-// run every change inside them on a locked OS thread; the host's own network
-// namespace, routes and iptables are never touched.
+// The tests build "nodes" and "pods" as network namespaces of their own
+// (netnstest); the host's own network namespace, routes and iptables are
+// never touched.
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces")
-	}
-	for _, bin := range []string{"ip", "iptables"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("needs %s: %v", bin, err)
-		}
-	}
-}
+func requireRoot(t *testing.T) { netnstest.RequireRoot(t, "ip", "iptables") }
 
-// newNS creates a named network namespace (removed at cleanup) and returns
-// its name.
-func newNS(t *testing.T, name string) string {
-	t.Helper()
-	full := fmt.Sprintf("vcst%d-%s", os.Getpid()%100000, name)
-	run(t, "ip", "netns", "add", full)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", full).Run() })
-	run(t, "ip", "-n", full, "link", "set", "lo", "up")
-	return full
-}
+func newNS(t *testing.T, name string) string { return netnstest.New(t, "vcst", name) }
 
-func run(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
+func run(t *testing.T, name string, args ...string) string { return netnstest.Run(t, name, args...) }
 
-// inNS runs fn on a thread switched into the named namespace. The thread is
-// never switched back: it ends with the goroutine.
-func inNS(t *testing.T, name string, fn func() error) error {
-	t.Helper()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // no Unlock: the thread dies with the goroutine
-		host, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer host.Close()
-		target, err := netns.GetFromName(name)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			errc <- err
-			return
-		}
-		if cur, err := netns.Get(); err != nil || !cur.Equal(target) || cur.Equal(host) {
-			errc <- fmt.Errorf("failed to enter namespace %s", name)
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
-}
+func inNS(_ *testing.T, name string, fn func() error) error { return netnstest.In(name, fn) }
 
 // mustNS is inNS failing the test on error.
 func mustNS(t *testing.T, name string, fn func() error) {

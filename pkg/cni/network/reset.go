@@ -9,6 +9,8 @@ import (
 
 	"github.com/coreos/go-iptables/iptables"
 	"github.com/vishvananda/netlink"
+
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/cni"
 )
 
 // Reset removes what this package set up in the calling thread's network
@@ -67,30 +69,7 @@ func iptablesBackends() []*iptables.IPTables {
 func resetIPTables(ipt *iptables.IPTables) error {
 	var errs []error
 	for _, j := range jumps {
-		// Delete every rule of the built-in chain that jumps to ours, in
-		// whatever form it was written, by number (last first).
-		rules, err := ipt.List(j.table, j.builtin)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("failed to list iptables %s chain %s: %w", j.table, j.builtin, err))
-			continue
-		}
-		for i := len(rules) - 1; i >= 1; i-- { // rules[0] is the policy line
-			if strings.HasSuffix(rules[i], " -j "+j.chain) || strings.Contains(rules[i], " -j "+j.chain+" ") {
-				if err := ipt.DeleteById(j.table, j.builtin, i); err != nil {
-					errs = append(errs, fmt.Errorf("failed to remove the jump from %s %s to %s: %w", j.table, j.builtin, j.chain, err))
-				}
-			}
-		}
-		exists, err := ipt.ChainExists(j.table, j.chain)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("failed to read iptables %s chain %s: %w", j.table, j.chain, err))
-			continue
-		}
-		if exists {
-			if err := ipt.ClearAndDeleteChain(j.table, j.chain); err != nil {
-				errs = append(errs, fmt.Errorf("failed to remove iptables %s chain %s: %w", j.table, j.chain, err))
-			}
-		}
+		errs = append(errs, cni.RemoveChains(ipt, j.table, func(c string) bool { return c == j.chain }))
 	}
 	return errors.Join(errs...)
 }
