@@ -160,7 +160,7 @@ func TestNetworkPolicy(t *testing.T) {
 		})
 		for _, n := range allNodes {
 			lines := stops[n]()
-			open, closed := npFirstChange(lines, created, "ok"), npFirstChange(lines, deleted, "fail")
+			open, closed := npFirstChange(lines, created, deleted, "ok"), npFirstChange(lines, deleted, time.Now(), "fail")
 			netFigure(t, "netpol-policy-change-"+n, "allow in force after %s, deny again after %s (from the API call to the first of only allowed/refused tries; a try every 20 ms)", open, closed)
 			for what, d := range map[string]time.Duration{"allow": open, "deny": closed} {
 				if d < 0 || d > 5*time.Second {
@@ -393,10 +393,10 @@ func npLinesWith(lines []string, outcome string) []string {
 }
 
 // npFirstChange is the time from since to the start of the tcp-loop try
-// from which on every try has the given outcome (-1 when the last one has
-// another): when the change was in force for good, whatever a try caught
-// half-way did.
-func npFirstChange(lines []string, since time.Time, outcome string) time.Duration {
+// from which on, until the next change at until, every try has the given
+// outcome (-1 when the last one has another): when the change was in force
+// for good, whatever a try caught half-way did.
+func npFirstChange(lines []string, since, until time.Time, outcome string) time.Duration {
 	settled := time.Duration(-1)
 	for _, l := range lines {
 		f := strings.Fields(l)
@@ -408,7 +408,7 @@ func npFirstChange(lines []string, since time.Time, outcome string) time.Duratio
 			continue
 		}
 		at := time.UnixMilli(ms)
-		if at.Before(since) {
+		if at.Before(since) || !at.Before(until) {
 			continue
 		}
 		switch {
