@@ -239,6 +239,18 @@ func TestRanges(t *testing.T) {
 // BenchmarkCompile: 1,000 pods (100 on this node) in 20 namespaces and 200
 // policies with selectors, ipBlocks and ports.
 func BenchmarkCompile(b *testing.B) {
+	in := benchInput()
+	var s Stats
+	for b.Loop() {
+		s = Compile(in).Stats()
+	}
+	b.ReportMetric(float64(s.Rules), "rules")
+	b.ReportMetric(float64(s.Sets), "sets")
+	b.ReportMetric(float64(s.Elements), "elements")
+	b.ReportMetric(float64(s.Chains), "chains")
+}
+
+func benchInput() Input {
 	in := baseInput()
 	in.Pods = nil
 	in.Namespaces = nil
@@ -264,12 +276,5 @@ func BenchmarkCompile(b *testing.B) {
 			}},
 		}))
 	}
-	var s Stats
-	for b.Loop() {
-		s = Compile(in).Stats()
-	}
-	b.ReportMetric(float64(s.Rules), "rules")
-	b.ReportMetric(float64(s.Sets), "sets")
-	b.ReportMetric(float64(s.Elements), "elements")
-	b.ReportMetric(float64(s.Chains), "chains")
+	return in
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -314,3 +315,44 @@ func TestTableEnforcesInANetworkNamespace(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// BenchmarkApply loads the table of BenchmarkCompile's cluster into a
+// throw-away namespace: a full rebuild, then an element-only update (a pod
+// of another node gone and back).
+func BenchmarkApply(b *testing.B) {
+	netnstest.RequireRoot(b, "ip")
+	node := netnstest.New(b, "vcsnpb", "node")
+	in := benchInput()
+	full := Compile(in)
+	churn := in
+	churn.Pods = append(slices.Clone(in.Pods[:1]), in.Pods[2:]...)
+	fewer := Compile(churn)
+	b.Run("rebuild", func(b *testing.B) {
+		for b.Loop() {
+			if err := inNS(node, func() error { return Apply(full) }); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("pod-churn", func(b *testing.B) {
+		var a Applier
+		if err := inNS(node, func() error { _, err := a.Apply(full); return err }); err != nil {
+			b.Fatal(err)
+		}
+		tables := []*Table{fewer, full}
+		i := 0
+		for b.Loop() {
+			err := inNS(node, func() error {
+				rebuilt, err := a.Apply(tables[i%2])
+				if err == nil && rebuilt {
+					err = fmt.Errorf("pod churn rebuilt the table")
+				}
+				return err
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+	})
+}

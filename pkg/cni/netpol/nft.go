@@ -9,11 +9,56 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
 // Rate limit of the NFLOG rules: a flood of drops must not flood the log.
 const logPerSecond = 10
+
+// batchBuffer bounds one transaction: the whole table goes to the kernel in
+// one sendmsg, far beyond the default socket buffer for thousands of pods.
+const batchBuffer = 64 << 20
+
+// elementsPerMessage keeps each element list well inside a netlink
+// attribute's 64 KiB (an even number: interval start/end pairs stay together).
+const elementsPerMessage = 512
+
+// newConn is a netlink connection for nftables whose buffers hold a whole table.
+func newConn() (*nftables.Conn, error) {
+	conn, err := nftables.New(nftables.WithSockOptions(func(c *netlink.Conn) error {
+		raw, err := c.SyscallConn()
+		if err != nil {
+			return err
+		}
+		var serr error
+		if err := raw.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, batchBuffer)
+			if serr == nil {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, batchBuffer)
+			}
+		}); err != nil {
+			return err
+		}
+		return serr
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("failed to open netlink for nftables: %w", err)
+	}
+	return conn, nil
+}
+
+// addElements queues elems for s in messages of elementsPerMessage.
+func addElements(conn *nftables.Conn, s *nftables.Set, elems []nftables.SetElement) error {
+	for len(elems) > 0 {
+		n := min(len(elems), elementsPerMessage)
+		if err := conn.SetAddElements(s, elems[:n]); err != nil {
+			return fmt.Errorf("set %s: %w", s.Name, err)
+		}
+		elems = elems[n:]
+	}
+	return nil
+}
 
 func table() *nftables.Table {
 	return &nftables.Table{Family: nftables.TableFamilyINet, Name: TableName}
@@ -71,7 +116,7 @@ func sameShape(a, b *Table) bool {
 
 // applyElements rewrites the sets whose elements differ, in one transaction.
 func applyElements(old, t *Table) error {
-	conn, err := nftables.New()
+	conn, err := newConn()
 	if err != nil {
 		return err
 	}
@@ -85,10 +130,8 @@ func applyElements(old, t *Table) error {
 		changed++
 		ns, elems := nftSet(tbl, s)
 		conn.FlushSet(ns)
-		if len(elems) > 0 {
-			if err := conn.SetAddElements(ns, elems); err != nil {
-				return err
-			}
+		if err := addElements(conn, ns, elems); err != nil {
+			return err
 		}
 	}
 	if changed == 0 {
@@ -124,9 +167,9 @@ func mapElements(m []MapElement) []nftables.SetElement {
 // Apply replaces the table with t in one netlink transaction: packets see
 // the old table or the new one, never none or half of one.
 func Apply(t *Table) error {
-	conn, err := nftables.New()
+	conn, err := newConn()
 	if err != nil {
-		return fmt.Errorf("failed to open netlink for nftables: %w", err)
+		return err
 	}
 	tbl := table()
 	// add + delete + add: the delete cannot fail on a missing table.
@@ -205,8 +248,11 @@ func load(conn *nftables.Conn, tbl *nftables.Table, t *Table) error {
 	sets := map[string]*nftables.Set{}
 	for _, s := range t.Sets {
 		ns, elems := nftSet(tbl, s)
-		if err := conn.AddSet(ns, elems); err != nil {
+		if err := conn.AddSet(ns, nil); err != nil {
 			return fmt.Errorf("set %s: %w", s.Name, err)
+		}
+		if err := addElements(conn, ns, elems); err != nil {
+			return err
 		}
 		sets[s.Name] = ns
 	}
