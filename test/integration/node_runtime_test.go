@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -48,7 +49,7 @@ func TestNodeRuntimeObjects(t *testing.T) {
 		t.Fatal(err)
 	}
 	settings, err := config.ParseClusterSettings(cm.Data[config.ClusterSettingsKey])
-	if err != nil || settings != want.ClusterSettings() {
+	if err != nil || !reflect.DeepEqual(settings, want.ClusterSettings()) {
 		t.Fatalf("published settings %+v (%v), want %+v", settings, err, want.ClusterSettings())
 	}
 	node := certClient(t, cp, "system:node:some-node", "system:nodes")

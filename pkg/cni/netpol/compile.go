@@ -56,6 +56,7 @@ const (
 	chainEgress   = "egress"
 	chainIngress  = "ingress"
 	chainOpenEg   = "egress-open"
+	chainBaseEg   = "egress-baseline"
 	setLocalRange = "local-pods-range"
 	setDenied     = "denied-egress"
 	setOutside    = "outside-cluster"
@@ -180,8 +181,10 @@ func (c *compiler) base() {
 		Rule{Counter: CounterUnknown, Log: "vcs-netpol drop unknown-pod", Verdict: Verdict{Kind: Drop}})
 	c.t.Counters = append(c.t.Counters, CounterUnknown)
 
-	// Baseline for pods no egress policy isolates.
-	open := &Chain{Name: chainOpenEg}
+	// Baseline for pods no egress policy isolates: egress-baseline drops
+	// what the baseline denies and returns; egress-open applies it, then
+	// accepts.
+	baseline := &Chain{Name: chainBaseEg}
 	if !c.in.PublicEgress || c.in.PublicEgressCIDR.Bits() != 0 {
 		allowed := prefixRanges(c.in.ClusterRanges)
 		if c.in.PublicEgress {
@@ -189,13 +192,13 @@ func (c *compiler) base() {
 		}
 		if outside := subtract([]Range{{Lo: 0, Hi: ^uint32(0)}}, allowed); len(outside) > 0 {
 			c.addSet(setOutside, AddrSet, outside)
-			open.Rules = append(open.Rules, Rule{Matches: []Match{{Field: FieldDstAddr, Set: setOutside}}, Counter: CounterOutside,
+			baseline.Rules = append(baseline.Rules, Rule{Matches: []Match{{Field: FieldDstAddr, Set: setOutside}}, Counter: CounterOutside,
 				Log: "vcs-netpol drop baseline outside-cluster", Verdict: Verdict{Kind: Drop}})
 			c.t.Counters = append(c.t.Counters, CounterOutside)
 		}
 	}
-	open.Rules = append(open.Rules, Rule{Verdict: Verdict{Kind: Accept}})
-	c.t.Chains = append(c.t.Chains, eg, in, open)
+	open := &Chain{Name: chainOpenEg, Rules: []Rule{{Verdict: Verdict{Kind: Jump, Chain: chainBaseEg}}, {Verdict: Verdict{Kind: Accept}}}}
+	c.t.Chains = append(c.t.Chains, eg, in, baseline, open)
 }
 
 // IsolationCounterPrefix + namespace counts the packets dropped because
@@ -313,11 +316,16 @@ func (c *compiler) combo(d direction, namespace string, ids, audit []string, mad
 			}
 			ch.Rules = append(ch.Rules, Rule{Counter: counter, Log: fmt.Sprintf("vcs-netpol drop %s ns=%s", d.name, namespace), Verdict: Verdict{Kind: Drop}})
 		} else {
-			// Only audit policies select the pod: log what they would drop, then go on as if unselected.
+			// Only audit policies select the pod: it is not isolated, so the
+			// baseline applies first; then log what the audit policies
+			// would drop, and let it through.
+			if d == egress {
+				ch.Rules = append(ch.Rules, Rule{Verdict: Verdict{Kind: Jump, Chain: chainBaseEg}})
+			}
 			for _, id := range audit {
 				ch.Rules = append(ch.Rules, Rule{Verdict: Verdict{Kind: Jump, Chain: id + "-" + d.name}})
 			}
-			ch.Rules = append(ch.Rules, Rule{Log: fmt.Sprintf("vcs-netpol audit %s ns=%s", d.name, namespace), Verdict: open})
+			ch.Rules = append(ch.Rules, Rule{Log: fmt.Sprintf("vcs-netpol audit %s ns=%s", d.name, namespace), Verdict: Verdict{Kind: Accept}})
 		}
 		c.t.Chains = append(c.t.Chains, ch)
 	}

@@ -222,6 +222,22 @@ func TestAuditPolicyLogsButDoesNotIsolate(t *testing.T) {
 	if !logged {
 		t.Fatal("an audit policy must log what it would drop")
 	}
+
+	// Audit egress that would allow a public address does not reopen what
+	// the baseline denies (publicEgress off): only an enforcing policy can.
+	allowPublic := policy("x", "allow-public", networkingv1.NetworkPolicySpec{
+		PolicyTypes: egressT,
+		Egress:      []networkingv1.NetworkPolicyEgressRule{{To: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "8.8.8.0/24"}}}}},
+	})
+	public := Packet{Src: netip.MustParseAddr(ip(xa)), Dst: netip.MustParseAddr("8.8.8.8"), Proto: ProtoTCP, DstPort: 443}
+	for _, audit := range []bool{true, false} {
+		allowPublic.Annotations = map[string]string{AuditAnnotation: fmt.Sprint(audit)}
+		in := baseInput(allowPublic)
+		in.PublicEgress = false
+		if ok, _ := Compile(in).Allows(public); ok == audit {
+			t.Errorf("audit=%t: public egress allowed=%t", audit, ok)
+		}
+	}
 }
 
 func TestRanges(t *testing.T) {

@@ -28,6 +28,8 @@ import (
 // hook; without it same-node traffic would bypass every policy.
 const bridgeNFSysctl = "/proc/sys/net/bridge/bridge-nf-call-iptables"
 
+var errNoPodCIDR = errors.New("node has no pod CIDR yet")
+
 // programTimeout bounds how long a CNI ADD waits for its pod's isolation.
 const programTimeout = 30 * time.Second
 
@@ -299,10 +301,15 @@ func (c *Controller) run(ctx context.Context) {
 		}
 		c.changed.Broadcast()
 		c.mu.Unlock()
-		if err != nil {
+		switch {
+		case errors.Is(err, errNoPodCIDR):
+			// A new node waits for its pod CIDR; no pod can start before it either.
+			klog.InfoS("network policy: waiting for the node's pod CIDR")
+			retry.Reset(2 * time.Second)
+		case err != nil:
 			klog.ErrorS(err, "network policy: table not applied; retrying")
 			retry.Reset(2 * time.Second)
-		} else {
+		default:
 			klog.V(2).InfoS("network policy: table applied", "rebuilt", rebuilt, "took", time.Since(begin), "chains", stats.Chains, "rules", stats.Rules, "sets", stats.Sets, "elements", stats.Elements)
 		}
 		select {
@@ -322,7 +329,7 @@ func (c *Controller) input() (Input, error) {
 		return Input{}, fmt.Errorf("node %s: %w", c.nodeName, err)
 	}
 	if node.Spec.PodCIDR == "" {
-		return Input{}, errors.New("node has no pod CIDR yet")
+		return Input{}, errNoPodCIDR
 	}
 	in := Input{NodeName: c.nodeName, PublicEgress: c.settings.NetworkPolicy.PublicEgress}
 	if in.NodePodCIDR, err = netip.ParsePrefix(node.Spec.PodCIDR); err != nil {
