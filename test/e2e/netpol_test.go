@@ -50,7 +50,7 @@ const (
 //   - BadInput: an invalid ipBlock or port is refused by the API; an invalid
 //     `policies` value is a one-line config error naming the field.
 //   - PublicEgressOff: with policies.networkPolicy.workload.publicEgress.enabled
-//     false on lab-cp, a listener outside the cluster (in the lab switch) is
+//     false on lab-cp (and node-agent restarted, to read it), a listener outside the cluster (in the lab switch) is
 //     unreachable while in-cluster traffic flows; a namespace egress policy
 //     reopens it.
 func TestNetworkPolicy(t *testing.T) {
@@ -160,8 +160,8 @@ func TestNetworkPolicy(t *testing.T) {
 		})
 		for _, n := range allNodes {
 			lines := stops[n]()
-			open, closed := npFirstChange(lines, created, "ok"), npFirstChange(lines, deleted, "fail")
-			netFigure(t, "netpol-policy-change-"+n, "allow in force after %s, deny again after %s (probe every 20 ms)", open, closed)
+			open, closed := npFirstChange(lines, created, deleted, "ok"), npFirstChange(lines, deleted, time.Now(), "fail")
+			netFigure(t, "netpol-policy-change-"+n, "allow in force after %s, deny again after %s (from the API call to the first of only allowed/refused tries; a try every 20 ms)", open, closed)
 			for what, d := range map[string]time.Duration{"allow": open, "deny": closed} {
 				if d < 0 || d > 5*time.Second {
 					t.Errorf("%s: the %s took %s to take effect (want ≤ 5 s; the target is 1 s)", n, what, d)
@@ -271,7 +271,7 @@ func TestNetworkPolicy(t *testing.T) {
 			r := netExec(t, nsName, client, outside)
 			return r.code != 0 && r.stdout == "", r.String()
 		})
-		netFigure(t, "netpol-public-egress-off", "denied %s after the control plane was ready again", took.Round(10*time.Millisecond))
+		netFigure(t, "netpol-public-egress-off", "denied %s after node-agent was active again on every node", took.Round(10*time.Millisecond))
 		before := len(peers())
 		time.Sleep(2 * time.Second)
 		for i := 0; i < 5; i++ {
@@ -392,23 +392,33 @@ func npLinesWith(lines []string, outcome string) []string {
 	return out
 }
 
-// npFirstChange is the time from since to the first tcp-loop try started
-// after since with the given outcome (-1 when there is none).
-func npFirstChange(lines []string, since time.Time, outcome string) time.Duration {
+// npFirstChange is the time from since to the start of the tcp-loop try
+// from which on, until the next change at until, every try has the given
+// outcome (-1 when the last one has another): when the change was in force
+// for good, whatever a try caught half-way did.
+func npFirstChange(lines []string, since, until time.Time, outcome string) time.Duration {
+	settled := time.Duration(-1)
 	for _, l := range lines {
 		f := strings.Fields(l)
-		if len(f) < 2 || f[1] != outcome {
+		if len(f) < 2 {
 			continue
 		}
 		ms, err := strconv.ParseInt(f[0], 10, 64)
 		if err != nil {
 			continue
 		}
-		if at := time.UnixMilli(ms); !at.Before(since) {
-			return at.Sub(since)
+		at := time.UnixMilli(ms)
+		if at.Before(since) || !at.Before(until) {
+			continue
+		}
+		switch {
+		case f[1] != outcome:
+			settled = -1
+		case settled < 0:
+			settled = at.Sub(since)
 		}
 	}
-	return -1
+	return settled
 }
 
 // npWaitAgent waits for node-agent on node to be active again.
@@ -475,9 +485,10 @@ func npWithoutPolicies(cfg string) string {
 }
 
 // npSetPublicEgress sets policies.networkPolicy.workload.publicEgress.enabled
-// in lab-cp's config, restarts the control plane and waits for it; the
-// original config is restored (and the control plane restarted) when the
-// test ends.
+// in lab-cp's config, restarts the control plane and waits for it, then
+// restarts node-agent on every node (nodes read the cluster's settings when
+// node-agent starts, as they do the network settings); the original config is
+// restored (and everything restarted again) when the test ends.
 func npSetPublicEgress(t *testing.T, enabled bool) {
 	t.Helper()
 	orig := mustInNode(t, cpNode, "cat", npConfig) + "\n"
@@ -488,6 +499,12 @@ func npSetPublicEgress(t *testing.T, enabled bool) {
 		}
 		mustInNode(t, cpNode, "systemctl", "restart", service)
 		waitReady(t, 3*time.Minute)
+		for _, n := range allNodes {
+			mustInNode(t, n, "systemctl", "restart", nodeAgentUnit)
+		}
+		for _, n := range allNodes {
+			npWaitAgent(t, n)
+		}
 	}
 	t.Cleanup(func() { write(orig) })
 	write(npWithoutPolicies(orig) + fmt.Sprintf("policies:\n  networkPolicy:\n    workload:\n      publicEgress:\n        enabled: %t\n", enabled))

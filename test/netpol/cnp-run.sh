@@ -34,8 +34,9 @@ die() {
 	exit 1
 }
 [ "$(id -u)" -eq 0 ] || die "must run as root (the lab needs it)"
-[ -f "$LAB_STATE/nodes" ] && [ -f "$LAB_STATE/admin.kubeconfig" ] ||
+if [ ! -f "$LAB_STATE/nodes" ] || [ ! -f "$LAB_STATE/admin.kubeconfig" ]; then
 	die "no lab is up; run it under the lab lock after make lab (see the top of $0)"
+fi
 mkdir -p "$RESULTS"
 
 # The archive lives below LAB_BIN, which every node sees at /run/lab/bin.

@@ -2,8 +2,9 @@
 #
 # Proof that NetworkPolicy is enforced, against the nspawn lab, offline:
 #   make netpol               the upstream [sig-network] Netpol specs of e2e.test v1.36.3
-#                             (all but SCTPConnectivity: the kernel has no SCTP)
-#   make netpol-subset        the named specs of test/netpol/subset.txt (make e2e runs it)
+#                             (all but SCTPConnectivity: the kernel has no SCTP); make e2e
+#                             runs all of them (~5 min) on the conformance subset's lab
+#   make netpol-subset        the named specs of test/netpol/subset.txt (a quick check)
 #   make netpol-conformance   the network-policy-api v0.3.0 conformance tests for
 #                             ClusterNetworkPolicy (standard features)
 # e2e.test, ginkgo, kubectl and the images (agnhost) are the ones test/conformance
