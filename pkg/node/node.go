@@ -8,7 +8,9 @@ import (
 	"io"
 	"time"
 
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/cni/netpol"
@@ -37,6 +39,10 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	dyn, err := nodeDynamicClient(o.Node)
+	if err != nil {
+		return err
+	}
 	settings, err := FetchClusterSettings(ctx, cs, o.Node, o.Progress)
 	if err != nil {
 		return err
@@ -45,7 +51,7 @@ func Run(ctx context.Context, o Options) error {
 	fmt.Fprintf(o.Progress, "node %s: cgroup driver %s, cgroup v1 %t, pod network backend %s\n",
 		o.Node.NodeName, cgroupDriver(host), host.CgroupV1, settings.Backend)
 
-	m := component.NewManager(o.ReadyTimeout, o.Progress, components(o, cs, settings, host)...)
+	m := component.NewManager(o.ReadyTimeout, o.Progress, components(o, cs, dyn, settings, host)...)
 	if err := m.Start(ctx); err != nil {
 		return err
 	}
@@ -64,14 +70,14 @@ func Run(ctx context.Context, o Options) error {
 }
 
 // components is the node, in start order.
-func components(o Options, cs kubernetes.Interface, s config.ClusterSettings, host Host) []component.Component {
+func components(o Options, cs kubernetes.Interface, dyn dynamic.Interface, s config.ClusterSettings, host Host) []component.Component {
 	parts := []component.Component{
 		newServingCARefresh(cs, o.Node, o.Progress),
 		NewContainerd(o.Node, host, o.Self, o.RegistriesFile, o.Logs),
 		NewImageImport(o.Node, o.Progress),
 		newMirror(o, cs),
 		// Before the kubelet: its socket must answer the first CNI ADD.
-		netpol.New(cs, o.Node.NodeName, s),
+		netpol.New(cs, dyn, o.Node.NodeName, s),
 		NewKubelet(o.Node, s, host),
 		NewKubeProxy(o.Node, s, host),
 		network.New(cs, o.Node, s),
@@ -83,12 +89,29 @@ func components(o Options, cs kubernetes.Interface, s config.ClusterSettings, ho
 
 // NodeClient is a client with the node's own (kubelet) credential.
 func NodeClient(n *config.Node) (kubernetes.Interface, error) {
+	rc, err := nodeRESTConfig(n)
+	if err != nil {
+		return nil, err
+	}
+	return kubernetes.NewForConfig(rc)
+}
+
+// nodeDynamicClient is NodeClient for custom resources (ClusterNetworkPolicy).
+func nodeDynamicClient(n *config.Node) (dynamic.Interface, error) {
+	rc, err := nodeRESTConfig(n)
+	if err != nil {
+		return nil, err
+	}
+	return dynamic.NewForConfig(rc)
+}
+
+func nodeRESTConfig(n *config.Node) (*rest.Config, error) {
 	rc, err := clientcmd.BuildConfigFromFlags("", n.KubeletKubeconfig())
 	if err != nil {
 		return nil, fmt.Errorf("failed to load the node's credentials from %s (has this node joined? run `node-agent join`): %w", n.KubeletKubeconfig(), err)
 	}
 	rc.UserAgent = "node-agent"
-	return kubernetes.NewForConfig(rc)
+	return rc, nil
 }
 
 func cgroupDriver(h Host) string {
