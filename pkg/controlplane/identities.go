@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/joinserver"
@@ -135,24 +136,23 @@ func ensureControllerGrants(ctx context.Context, client kubernetes.Interface) er
 	return nil
 }
 
-// controllerDynamicClient is controllerClient for custom resources and CRDs.
-func controllerDynamicClient(paths Paths, controller string) func() (dynamic.Interface, error) {
-	return func() (dynamic.Interface, error) {
-		cfg, err := clientcmd.BuildConfigFromFlags("", paths.Kubeconfig(controller))
-		if err != nil {
-			return nil, err
-		}
-		return dynamic.NewForConfig(cfg)
-	}
-}
-
 // controllerClient returns a client factory for a controller's kubeconfig.
 func controllerClient(paths Paths, controller string) func() (kubernetes.Interface, error) {
-	return func() (kubernetes.Interface, error) {
+	return controllerClientOf(paths, controller, func(c *rest.Config) (kubernetes.Interface, error) { return kubernetes.NewForConfig(c) })
+}
+
+// controllerDynamicClient is controllerClient for custom resources and CRDs.
+func controllerDynamicClient(paths Paths, controller string) func() (dynamic.Interface, error) {
+	return controllerClientOf(paths, controller, func(c *rest.Config) (dynamic.Interface, error) { return dynamic.NewForConfig(c) })
+}
+
+func controllerClientOf[T any](paths Paths, controller string, client func(*rest.Config) (T, error)) func() (T, error) {
+	return func() (T, error) {
 		cfg, err := clientcmd.BuildConfigFromFlags("", paths.Kubeconfig(controller))
 		if err != nil {
-			return nil, err
+			var none T
+			return none, err
 		}
-		return kubernetes.NewForConfig(cfg)
+		return client(cfg)
 	}
 }

@@ -1,7 +1,6 @@
 package netpol
 
 import (
-	"net/netip"
 	"testing"
 
 	networkingv1 "k8s.io/api/networking/v1"
@@ -123,20 +122,7 @@ func TestCompileClusterNetworkPolicyTiers(t *testing.T) {
 	cases = append(cases, verdictCase{"built-in objects are shown, not compiled: the settings are", withCluster(baseInput(), builtin), []probe{
 		{ip(ya), "8.8.8.8", ProtoTCP, 53, true},
 	}})
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			table := Compile(tc.in)
-			for _, p := range tc.probes {
-				got, err := table.Allows(Packet{Src: netip.MustParseAddr(p.src), Dst: netip.MustParseAddr(p.dst), Proto: p.proto, DstPort: p.port})
-				if err != nil {
-					t.Fatal(err)
-				}
-				if got != p.want {
-					t.Errorf("%s -> %s proto %d port %d: allowed=%t, want %t", p.src, p.dst, p.proto, p.port, got, p.want)
-				}
-			}
-		})
-	}
+	checkVerdicts(t, cases)
 }
 
 func TestClusterNetworkPolicyFromUnstructured(t *testing.T) {
