@@ -17,9 +17,13 @@ import (
 )
 
 // ClusterPolicyCounterPrefix + name counts the packets a
-// ClusterNetworkPolicy's rules accepted or denied. Namespaces cannot hold
-// capitals, so it never meets a NetworkPolicy's "namespace/name".
-const ClusterPolicyCounterPrefix = "ClusterNetworkPolicy/"
+// ClusterNetworkPolicy's Accept rules accepted, ClusterPolicyDropCounterPrefix
+// + name those its Deny rules dropped. Namespaces cannot hold capitals, so
+// neither meets a NetworkPolicy's "namespace/name".
+const (
+	ClusterPolicyCounterPrefix     = "ClusterNetworkPolicy/"
+	ClusterPolicyDropCounterPrefix = "denied/ClusterNetworkPolicy/"
+)
 
 // ClusterPolicyID is the short, stable name of a ClusterNetworkPolicy in the table.
 func ClusterPolicyID(name string) string {
@@ -65,8 +69,8 @@ func (c *compiler) clusterPolicies() {
 			}
 		}
 		id := ClusterPolicyID(p.Name)
-		counter := ClusterPolicyCounterPrefix + p.Name
-		c.t.Counters = append(c.t.Counters, counter)
+		counters := [2]string{ClusterPolicyCounterPrefix + p.Name, ClusterPolicyDropCounterPrefix + p.Name}
+		c.t.Counters = append(c.t.Counters, counters[:]...)
 		for _, d := range []direction{ingress, egress} {
 			rules := p.Spec.Ingress
 			if d == egress {
@@ -77,7 +81,7 @@ func (c *compiler) clusterPolicies() {
 			}
 			key := id + "-" + d.name
 			for i, r := range rules {
-				c.cnpRules[key] = append(c.cnpRules[key], c.clusterRule(fmt.Sprintf("%s%d", key, i), counter, d, r, subject)...)
+				c.cnpRules[key] = append(c.cnpRules[key], c.clusterRule(fmt.Sprintf("%s%d", key, i), counters, d, r, subject)...)
 			}
 			for j, lp := range c.local {
 				if !c.subjectSelects(p.Spec.Subject, lp) {
@@ -147,18 +151,19 @@ func (c *compiler) subjectSelects(s CNPSubject, p pod) bool {
 // of them) must match. A peer or protocol this package cannot evaluate (an
 // experimental or unknown field) fails closed as the API asks: an Accept
 // rule ignores it, a Deny or Pass rule denies everything.
-func (c *compiler) clusterRule(prefix, counter string, d direction, r CNPRule, subject []pod) []Rule {
-	v := Verdict{Kind: Accept}
+// counters are the policy's accept and drop counters.
+func (c *compiler) clusterRule(prefix string, counters [2]string, d direction, r CNPRule, subject []pod) []Rule {
+	v, counter := Verdict{Kind: Accept}, counters[0]
 	switch r.Action {
 	case ActionAccept:
 	case ActionDeny:
-		v = Verdict{Kind: Drop}
+		v, counter = Verdict{Kind: Drop}, counters[1]
 	case ActionPass:
-		v = Verdict{Kind: Return}
+		v, counter = Verdict{Kind: Return}, ""
 	default:
 		return nil // the CRD admits only the three
 	}
-	denyAll := []Rule{{Counter: counter, Log: "vcs-netpol drop cnp " + prefix, Verdict: Verdict{Kind: Drop}}}
+	denyAll := []Rule{{Counter: counters[1], Log: "vcs-netpol drop cnp " + prefix, Verdict: Verdict{Kind: Drop}}}
 	peers := r.From
 	if d == egress {
 		peers = r.To
@@ -175,8 +180,8 @@ func (c *compiler) clusterRule(prefix, counter string, d direction, r CNPRule, s
 			for _, p := range c.pods {
 				if c.selectsPods(nsSel, podSel, p) {
 					peerPods = append(peerPods, p)
-					v := addrValue(p.addr)
-					peerRanges = append(peerRanges, Range{Lo: v, Hi: v})
+					a := addrValue(p.addr)
+					peerRanges = append(peerRanges, Range{Lo: a, Hi: a})
 				}
 			}
 		case len(peer.Networks) > 0 && d == egress:

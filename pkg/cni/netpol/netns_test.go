@@ -331,6 +331,16 @@ func TestTableEnforcesInANetworkNamespace(t *testing.T) {
 		}
 	}
 	check("cluster network policy tiers", tiered, true)
+	// The Admin Deny counted what it dropped, the baseline Accept what it let through.
+	if err := inNS(node, func() error {
+		counts, err := Counters()
+		if err == nil && (counts[ClusterPolicyDropCounterPrefix+"deny-a-to-b-http"] == 0 || counts[ClusterPolicyCounterPrefix+"baseline-public"] == 0) {
+			err = fmt.Errorf("ClusterNetworkPolicy counters %v", counts)
+		}
+		return err
+	}); err != nil {
+		t.Error(err)
+	}
 	in.ClusterPolicies = nil
 
 	if err := inNS(node, Remove); err != nil {
