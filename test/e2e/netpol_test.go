@@ -3,9 +3,11 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -397,8 +399,15 @@ func npLinesWith(lines []string, outcome string) []string {
 // outcome (-1 when the last one has another): when the change was in force
 // for good, whatever a try caught half-way did.
 func npFirstChange(lines []string, since, until time.Time, outcome string) time.Duration {
+	// Tries end out of order (a refused one waits for its timeout).
+	byStart := slices.Clone(lines)
+	slices.SortStableFunc(byStart, func(a, b string) int {
+		x, _ := strconv.ParseInt(strings.Fields(a + " 0")[0], 10, 64)
+		y, _ := strconv.ParseInt(strings.Fields(b + " 0")[0], 10, 64)
+		return cmp.Compare(x, y)
+	})
 	settled := time.Duration(-1)
-	for _, l := range lines {
+	for _, l := range byStart {
 		f := strings.Fields(l)
 		if len(f) < 2 {
 			continue

@@ -48,9 +48,10 @@ exec sleep 86400`
 //	                         print "BYTES SECONDS"
 //	resolve NAME             look NAME up as a program linked with a libc
 //	                         does (Go's resolver: resolv.conf search, ndots)
-//	tcp-loop ADDR MS         connect to ADDR every MS ms until killed, one
-//	                         line per try: "<unix ms> ok <first line>" or
-//	                         "<unix ms> fail" (1 s timeout)
+//	tcp-loop ADDR MS         start a connection to ADDR every MS ms (each on
+//	                         its own, 1 s timeout) until killed, one line per
+//	                         try as it ends: "<unix ms of its start> ok <first
+//	                         line>" or "<unix ms of its start> fail"
 //	tcp-scan CIDR PORT MS    every MS ms, connect to every address of CIDR at
 //	                         PORT; print "<unix ms> <addr> <first line>" for
 //	                         each that answers (200 ms timeout), until killed
@@ -145,13 +146,19 @@ func main() {
 		if err != nil {
 			die(err)
 		}
+		var mu sync.Mutex
 		for {
 			start := time.Now()
-			if line, ok := firstLine(os.Args[2], time.Second); ok {
-				fmt.Println(start.UnixMilli(), "ok", line)
-			} else {
-				fmt.Println(start.UnixMilli(), "fail")
-			}
+			go func() {
+				line, ok := firstLine(os.Args[2], time.Second)
+				mu.Lock()
+				defer mu.Unlock()
+				if ok {
+					fmt.Println(start.UnixMilli(), "ok", line)
+				} else {
+					fmt.Println(start.UnixMilli(), "fail")
+				}
+			}()
 			time.Sleep(time.Until(start.Add(time.Duration(ms) * time.Millisecond)))
 		}
 	case "tcp-scan":
