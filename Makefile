@@ -22,7 +22,7 @@ LDFLAGS := -s -w \
 	-X github.com/containerd/containerd/v2/version.Version=$(CONTAINERD_VERSION:v%=%)
 export LDFLAGS
 
-.PHONY: csi-sanity snapshot-crds all build test unit integration e2e lab lab-down bench vet fmt clean images system-images deps
+.PHONY: all build test unit integration e2e lab lab-down bench vet fmt clean images system-images deps crds snapshot-crds csi-sanity
 
 all: build
 
@@ -31,7 +31,7 @@ all: build
 deps:
 	@test/vm/install-deps.sh --check 2>/dev/null || test/vm/install-deps.sh
 
-build: deps pkg/node/embedded/runc system-images snapshot-crds
+build: deps pkg/node/embedded/runc system-images crds
 	@mkdir -p $(BIN)
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/vcluster-standalone ./cmd/vcluster-standalone
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/node-agent ./cmd/node-agent
@@ -45,6 +45,17 @@ $(BIN)/runc-$(RUNC_VERSION)/runc: | deps
 
 pkg/node/embedded/runc: $(BIN)/runc-$(RUNC_VERSION)/runc
 	cp $< $@
+
+# The CRDs the control plane installs, copied from their Go modules at build
+# time (gitignored): ClusterNetworkPolicy's standard channel (pkg/controlplane/crds)
+# and the VolumeSnapshot CRDs (pkg/csi/controller/snapshotcrds, below).
+NETPOL_API_VERSION := v0.3.0
+CRDS_EMBED := pkg/controlplane/crds
+crds: $(CRDS_EMBED)/clusternetworkpolicies.yaml snapshot-crds
+
+$(CRDS_EMBED)/clusternetworkpolicies.yaml: Makefile
+	dir=$$($(GO) mod download -json sigs.k8s.io/network-policy-api@$(NETPOL_API_VERSION) | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$$/\1/p') && \
+		test -n "$$dir" && cp "$$dir/config/crd/standard/policy.networking.k8s.io_clusternetworkpolicies.yaml" $@ && chmod 644 $@
 
 # The VolumeSnapshot CRDs of the external-snapshotter client module go.mod
 # pins, embedded in the control plane (pkg/csi/controller/snapshotcrds).

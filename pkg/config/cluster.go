@@ -90,3 +90,8 @@ func ParseClusterSettings(data string) (ClusterSettings, error) {
 	}
 	return s, nil
 }
+
+// BuiltinClusterPolicyLabel marks the ClusterNetworkPolicies the control
+// plane renders from policies.networkPolicy: nodes enforce those rules from
+// their settings and skip the objects, which exist so the API shows them.
+const BuiltinClusterPolicyLabel = "netpol.vcluster-standalone.io/builtin"

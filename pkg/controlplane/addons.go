@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 
@@ -20,7 +21,7 @@ import (
 // (its credentials, and its control-plane role once it registers).
 func nodeComponents(c *config.ControlPlane, paths Paths, bundle *pki.Bundle, progress io.Writer) []component.Component {
 	client := controllerClient(paths, pki.Addons)
-	components := []component.Component{&clusterAddons{cfg: c, client: client}}
+	components := []component.Component{&clusterAddons{cfg: c, client: client, dynamic: controllerDynamicClient(paths, pki.Addons)}}
 	if !c.JoinsNode() {
 		return components
 	}
@@ -29,19 +30,25 @@ func nodeComponents(c *config.ControlPlane, paths Paths, bundle *pki.Bundle, pro
 }
 
 // clusterAddons creates or updates, at every start, the node settings
-// ConfigMap with its RBAC (ensureNodeSettings) and the CoreDNS addon
-// (ensureCoreDNS).
+// ConfigMap with its RBAC (ensureNodeSettings), the CoreDNS addon
+// (ensureCoreDNS) and ClusterNetworkPolicy: its CRD and the built-in
+// policies (ensureClusterNetworkPolicies).
 type clusterAddons struct {
-	cfg    *config.ControlPlane
-	client func() (kubernetes.Interface, error)
+	cfg     *config.ControlPlane
+	client  func() (kubernetes.Interface, error)
+	dynamic func() (dynamic.Interface, error)
 }
 
-func (a *clusterAddons) Name() string               { return "node settings and CoreDNS" }
+func (a *clusterAddons) Name() string               { return "node settings, CoreDNS and ClusterNetworkPolicy" }
 func (a *clusterAddons) Init(context.Context) error { return nil }
 func (a *clusterAddons) Stop() error                { return nil }
 
 func (a *clusterAddons) Start(ctx context.Context) error {
 	client, err := a.client()
+	if err != nil {
+		return err
+	}
+	dyn, err := a.dynamic()
 	if err != nil {
 		return err
 	}
@@ -52,8 +59,12 @@ func (a *clusterAddons) Start(ctx context.Context) error {
 		if last == nil {
 			last = ensureCoreDNS(ctx, client, a.cfg)
 		}
+		if last == nil {
+			// A new CRD takes a moment to serve: the built-in policies retry.
+			last = ensureClusterNetworkPolicies(ctx, client, dyn, a.cfg)
+		}
 		if last != nil {
-			klog.V(2).InfoS("Retrying node settings and CoreDNS", "err", last)
+			klog.V(2).InfoS("Retrying node settings, CoreDNS and ClusterNetworkPolicy", "err", last)
 		}
 		return last == nil, nil
 	})

@@ -6,7 +6,9 @@ import (
 	certv1 "k8s.io/api/certificates/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/csi/api"
@@ -84,6 +86,10 @@ func controllerGrants() []grant {
 			rule(core, []string{"nodes"}, []string{"get", "list", "watch", "update", "patch"}),
 			rule(core, []string{"endpoints", "services", "pods", "namespaces"}, []string{"list", "watch"}),
 			rule([]string{"discovery.k8s.io"}, []string{"endpointslices"}, []string{"list", "watch"}),
+			// The ClusterNetworkPolicy CRD, the built-in policies and their guard.
+			rule([]string{"apiextensions.k8s.io"}, []string{"customresourcedefinitions"}, manage),
+			rule([]string{"policy.networking.k8s.io"}, []string{"clusternetworkpolicies"}, append([]string{"list"}, manage...)),
+			rule([]string{"admissionregistration.k8s.io"}, []string{"validatingadmissionpolicies", "validatingadmissionpolicybindings"}, manage),
 		}, events...)},
 		{Controller: pki.Addons, Namespace: metav1.NamespaceSystem, Rules: []rbacv1.PolicyRule{
 			rule(core, []string{"configmaps", "serviceaccounts", "services"}, manage),
@@ -159,11 +165,21 @@ func ensureControllerGrants(ctx context.Context, client kubernetes.Interface) er
 
 // controllerClient returns a client factory for a controller's kubeconfig.
 func controllerClient(paths Paths, controller string) func() (kubernetes.Interface, error) {
-	return func() (kubernetes.Interface, error) {
+	return controllerClientOf(paths, controller, func(c *rest.Config) (kubernetes.Interface, error) { return kubernetes.NewForConfig(c) })
+}
+
+// controllerDynamicClient is controllerClient for custom resources and CRDs.
+func controllerDynamicClient(paths Paths, controller string) func() (dynamic.Interface, error) {
+	return controllerClientOf(paths, controller, func(c *rest.Config) (dynamic.Interface, error) { return dynamic.NewForConfig(c) })
+}
+
+func controllerClientOf[T any](paths Paths, controller string, client func(*rest.Config) (T, error)) func() (T, error) {
+	return func() (T, error) {
 		cfg, err := clientcmd.BuildConfigFromFlags("", paths.Kubeconfig(controller))
 		if err != nil {
-			return nil, err
+			var none T
+			return none, err
 		}
-		return kubernetes.NewForConfig(cfg)
+		return client(cfg)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"time"
 
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -43,6 +44,10 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
 	settings, err := FetchClusterSettings(ctx, cs, o.Node, o.Progress)
 	if err != nil {
 		return err
@@ -51,7 +56,7 @@ func Run(ctx context.Context, o Options) error {
 	fmt.Fprintf(o.Progress, "node %s: cgroup driver %s, cgroup v1 %t, pod network backend %s\n",
 		o.Node.NodeName, cgroupDriver(host), host.CgroupV1, settings.Backend)
 
-	m := component.NewManager(o.ReadyTimeout, o.Progress, components(o, rc, cs, settings, host)...)
+	m := component.NewManager(o.ReadyTimeout, o.Progress, components(o, rc, cs, dyn, settings, host)...)
 	if err := m.Start(ctx); err != nil {
 		return err
 	}
@@ -70,14 +75,14 @@ func Run(ctx context.Context, o Options) error {
 }
 
 // components is the node, in start order.
-func components(o Options, rc *rest.Config, cs kubernetes.Interface, s config.ClusterSettings, host Host) []component.Component {
+func components(o Options, rc *rest.Config, cs kubernetes.Interface, dyn dynamic.Interface, s config.ClusterSettings, host Host) []component.Component {
 	parts := []component.Component{
 		newServingCARefresh(cs, o.Node, o.Progress),
 		NewContainerd(o.Node, host, o.Self, o.RegistriesFile, o.Logs),
 		NewImageImport(o.Node, o.Progress),
 		newMirror(o, cs),
 		// Before the kubelet: its socket must answer the first CNI ADD.
-		netpol.New(cs, o.Node.NodeName, s),
+		netpol.New(cs, dyn, o.Node.NodeName, s),
 		NewKubelet(o.Node, s, host),
 		NewKubeProxy(o.Node, s, host),
 		network.New(cs, o.Node, s),

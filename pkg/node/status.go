@@ -188,7 +188,7 @@ func netpolCheck(enabled bool) Check {
 	var drops, accepts []string
 	for _, name := range slices.Sorted(maps.Keys(counters)) {
 		entry := fmt.Sprintf("%s=%d", name, counters[name])
-		if strings.Contains(name, "/") && !strings.HasPrefix(name, netpol.IsolationCounterPrefix) {
+		if strings.Contains(name, "/") && !strings.HasPrefix(name, netpol.IsolationCounterPrefix) && !strings.HasPrefix(name, netpol.ClusterPolicyDropCounterPrefix) {
 			accepts = append(accepts, entry)
 		} else {
 			drops = append(drops, entry)

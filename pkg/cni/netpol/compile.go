@@ -46,6 +46,8 @@ type Input struct {
 	Pods       []*corev1.Pod
 	Namespaces []*corev1.Namespace
 	Policies   []*networkingv1.NetworkPolicy
+	// ClusterPolicies are the ClusterNetworkPolicies, both tiers.
+	ClusterPolicies []*ClusterNetworkPolicy
 	// Announced are addresses the CNI plugin reported for pods whose status
 	// does not show them yet.
 	Announced map[types.UID]netip.Addr
@@ -80,6 +82,11 @@ type compiler struct {
 	pods       []pod // every pod with an address, hostNetwork excluded
 	local      []pod // pods of this node
 	namespaces map[string]labels.Set
+	// tiers[j] are the compiled ClusterNetworkPolicies selecting local pod j.
+	tiers []podTiers
+	// cnpRules are each ClusterNetworkPolicy's compiled rules, by
+	// ClusterPolicyID + "-in" / "-eg".
+	cnpRules map[string][]Rule
 }
 
 // Compile builds the whole table from in. It never fails on a policy: what
@@ -95,6 +102,7 @@ func Compile(in Input) *Table {
 	}
 	c.collectPods()
 	c.base()
+	c.clusterPolicies()
 	c.policies()
 	return c.t
 }
@@ -283,49 +291,65 @@ func (c *compiler) policies() {
 	for j, lp := range c.local {
 		addr := addrValue(lp.addr)
 		ns := lp.obj.Namespace
-		inMap.Map = append(inMap.Map, MapElement{Addr: addr, Verdict: c.combo(ingress, ns, perPod[j].in, auditPerPod[j].in, combos)})
-		egMap.Map = append(egMap.Map, MapElement{Addr: addr, Verdict: c.combo(egress, ns, perPod[j].eg, auditPerPod[j].eg, combos)})
+		inMap.Map = append(inMap.Map, MapElement{Addr: addr, Verdict: c.combo(ingress, ns, perPod[j].in, auditPerPod[j].in, c.tiers[j].of(ingress), combos)})
+		egMap.Map = append(egMap.Map, MapElement{Addr: addr, Verdict: c.combo(egress, ns, perPod[j].eg, auditPerPod[j].eg, c.tiers[j].of(egress), combos)})
 	}
 	c.t.Sets = append(c.t.Sets, inMap, egMap)
 }
 
 // combo returns the dispatch verdict of a pod selected by the given
-// enforcing and audit policies, adding the combination's chain once.
-func (c *compiler) combo(d direction, namespace string, ids, audit []string, made map[string]bool) Verdict {
+// enforcing and audit policies and ClusterNetworkPolicies, adding the
+// combination's chain once. The chain evaluates the tiers in order: Admin
+// (a Pass returns from its chain), NetworkPolicy (final for the pods it
+// isolates), Baseline (the built-in egress baseline is its last rule).
+func (c *compiler) combo(d direction, namespace string, ids, audit []string, tiers dirTiers, made map[string]bool) Verdict {
 	open := Verdict{Kind: Accept}
 	if d == egress {
 		open = Verdict{Kind: Goto, Chain: chainOpenEg}
 	}
-	if len(ids) == 0 && len(audit) == 0 {
+	if len(ids) == 0 && len(audit) == 0 && len(tiers.admin) == 0 && len(tiers.baseline) == 0 {
 		return open
 	}
-	key := d.name + "|" + namespace + "|" + strings.Join(ids, ",") + "|" + strings.Join(audit, ",")
+	key := d.name + "|" + namespace + "|" + strings.Join(ids, ",") + "|" + strings.Join(audit, ",") + "|" + strings.Join(tiers.admin, ",") + "|" + strings.Join(tiers.baseline, ",")
 	sum := sha256.Sum256([]byte(key))
-	name := d.name + "-pods-" + hex.EncodeToString(sum[:5])
+	suffix := hex.EncodeToString(sum[:5])
+	name := d.name + "-pods-" + suffix
 	if !made[name] {
 		made[name] = true
 		ch := &Chain{Name: name}
+		if len(tiers.admin) > 0 {
+			ch.Rules = append(ch.Rules, Rule{Verdict: Verdict{Kind: Jump, Chain: c.tierChain(d.name+"-admin-"+suffix, d, tiers.admin, false)}})
+		}
+		// The baseline tier for pods no NetworkPolicy isolates.
+		var baseline []Rule
+		if len(tiers.baseline) > 0 {
+			baseline = []Rule{{Verdict: Verdict{Kind: Jump, Chain: c.tierChain(d.name+"-baseline-"+suffix, d, tiers.baseline, d == egress)}}}
+		} else if d == egress {
+			baseline = []Rule{{Verdict: Verdict{Kind: Jump, Chain: chainBaseEg}}}
+		}
 		for _, id := range ids {
 			ch.Rules = append(ch.Rules, Rule{Verdict: Verdict{Kind: Jump, Chain: id + "-" + d.name}})
 		}
-		if len(ids) > 0 {
+		switch {
+		case len(ids) > 0:
 			// Isolated and no policy allowed it: the default deny.
 			counter := IsolationCounterPrefix + namespace
 			if !slices.Contains(c.t.Counters, counter) {
 				c.t.Counters = append(c.t.Counters, counter)
 			}
 			ch.Rules = append(ch.Rules, Rule{Counter: counter, Log: fmt.Sprintf("vcs-netpol drop %s ns=%s", d.name, namespace), Verdict: Verdict{Kind: Drop}})
-		} else {
+		case len(audit) > 0:
 			// Only audit policies select the pod: it is not isolated, so the
 			// baseline applies first; then log what the audit policies
 			// would drop, and let it through.
-			if d == egress {
-				ch.Rules = append(ch.Rules, Rule{Verdict: Verdict{Kind: Jump, Chain: chainBaseEg}})
-			}
+			ch.Rules = append(ch.Rules, baseline...)
 			for _, id := range audit {
 				ch.Rules = append(ch.Rules, Rule{Verdict: Verdict{Kind: Jump, Chain: id + "-" + d.name}})
 			}
 			ch.Rules = append(ch.Rules, Rule{Log: fmt.Sprintf("vcs-netpol audit %s ns=%s", d.name, namespace), Verdict: Verdict{Kind: Accept}})
+		default:
+			ch.Rules = append(ch.Rules, baseline...)
+			ch.Rules = append(ch.Rules, Rule{Verdict: Verdict{Kind: Accept}})
 		}
 		c.t.Chains = append(c.t.Chains, ch)
 	}

@@ -167,6 +167,11 @@ func TestCompileVerdicts(t *testing.T) {
 		{ip(xa), "9.9.9.9", ProtoTCP, 80, false},
 		{ip(ya), "8.8.8.8", ProtoTCP, 80, false},
 	}})
+	checkVerdicts(t, cases)
+}
+
+// checkVerdicts compiles each case and evaluates its probes.
+func checkVerdicts(t *testing.T, cases []verdictCase) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			table := Compile(tc.in)

@@ -16,6 +16,8 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -33,6 +35,9 @@ var errNoPodCIDR = errors.New("node has no pod CIDR yet")
 // programTimeout bounds how long a CNI ADD waits for its pod's isolation.
 const programTimeout = 30 * time.Second
 
+// clusterPolicySyncTimeout bounds the first wait for the ClusterNetworkPolicy cache.
+const clusterPolicySyncTimeout = 20 * time.Second
+
 // Controller is node-agent's NetworkPolicy component. Stop leaves the table
 // in place: while node-agent restarts, pods keep their isolation and known
 // pods their connectivity; Start rebuilds it whole once the caches are synced.
@@ -42,14 +47,16 @@ type Controller struct {
 	StateFile string
 
 	client   kubernetes.Interface
+	dynamic  dynamic.Interface
 	nodeName string
 	settings config.ClusterSettings
 
-	factory  informers.SharedInformerFactory
-	listener net.Listener
-	logs     *LogReader
-	cancel   context.CancelFunc
-	done     chan struct{}
+	factory         informers.SharedInformerFactory
+	clusterPolicies cache.SharedIndexInformer
+	listener        net.Listener
+	logs            *LogReader
+	cancel          context.CancelFunc
+	done            chan struct{}
 
 	mu        sync.Mutex
 	announced map[types.UID]netip.Addr
@@ -62,8 +69,8 @@ type Controller struct {
 
 // New returns the component for node nodeName; it enforces only when
 // settings.NetworkPolicy.Enabled, and removes the table otherwise.
-func New(client kubernetes.Interface, nodeName string, settings config.ClusterSettings) *Controller {
-	return &Controller{client: client, nodeName: nodeName, settings: settings}
+func New(client kubernetes.Interface, dyn dynamic.Interface, nodeName string, settings config.ClusterSettings) *Controller {
+	return &Controller{client: client, dynamic: dyn, nodeName: nodeName, settings: settings}
 }
 
 func (c *Controller) Name() string { return "network policy" }
@@ -126,6 +133,7 @@ func (c *Controller) Start(context.Context) error {
 	c.listener = l
 
 	c.factory = informers.NewSharedInformerFactory(c.client, 0)
+	c.clusterPolicies = dynamicinformer.NewFilteredDynamicInformer(c.dynamic, ClusterNetworkPolicyResource, "", 0, cache.Indexers{}, nil).Informer()
 	c.trigger = make(chan struct{}, 1)
 	kick := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { c.kick() },
@@ -137,6 +145,7 @@ func (c *Controller) Start(context.Context) error {
 		c.factory.Core().V1().Namespaces().Informer(),
 		c.factory.Core().V1().Nodes().Informer(),
 		c.factory.Networking().V1().NetworkPolicies().Informer(),
+		c.clusterPolicies,
 	} {
 		if _, err := inf.AddEventHandler(kick); err != nil {
 			l.Close()
@@ -147,6 +156,7 @@ func (c *Controller) Start(context.Context) error {
 	c.cancel = cancel
 	c.done = make(chan struct{})
 	c.factory.Start(ctx.Done())
+	go c.clusterPolicies.Run(ctx.Done())
 	go serveAnnouncements(l, c.program)
 	go c.run(ctx)
 	if c.logs, err = OpenLogReader(LogGroupDrop, LogGroupAudit); err != nil {
@@ -276,6 +286,14 @@ func (c *Controller) run(ctx context.Context) {
 		c.factory.Networking().V1().NetworkPolicies().Informer().HasSynced) {
 		return
 	}
+	// The control plane installs the ClusterNetworkPolicy CRD at start; a
+	// cluster without it must not leave NetworkPolicy unenforced, so the
+	// wait for it is bounded (its policies apply once it syncs).
+	syncCtx, cancelSync := context.WithTimeout(ctx, clusterPolicySyncTimeout)
+	if !cache.WaitForCacheSync(syncCtx.Done(), c.clusterPolicies.HasSynced) && ctx.Err() == nil {
+		klog.InfoS("network policy: ClusterNetworkPolicies not listed yet (is the CRD installed?); enforcing without them until they are", "waited", clusterPolicySyncTimeout)
+	}
+	cancelSync()
 	klog.InfoS("network policy: caches synced, building the table")
 	// The first apply rebuilds the table whole; later ones change only
 	// elements when that is all that differs.
@@ -368,6 +386,14 @@ func (c *Controller) input() (Input, error) {
 		return Input{}, err
 	}
 	in.Policies = pols
+	for _, obj := range c.clusterPolicies.GetStore().List() {
+		p, err := ClusterNetworkPolicyFrom(obj)
+		if err != nil {
+			klog.ErrorS(err, "network policy: ClusterNetworkPolicy not enforced")
+			continue
+		}
+		in.ClusterPolicies = append(in.ClusterPolicies, p)
+	}
 	c.mu.Lock()
 	in.Announced = make(map[types.UID]netip.Addr, len(c.announced))
 	for k, v := range c.announced {

@@ -301,6 +301,48 @@ func TestTableEnforcesInANetworkNamespace(t *testing.T) {
 	in.Policies = in.Policies[:1]
 	check("public egress off", Compile(in), true)
 
+	// ClusterNetworkPolicy tiers in the kernel: an Admin Deny overrides the
+	// NetworkPolicy that allows client -> server:8080; an Admin Pass hands
+	// the client's egress to the NetworkPolicy tier and then the Baseline,
+	// where a baseline Accept reopens the public address before the built-in
+	// baseline (publicEgress off) would drop it.
+	nsA := &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: "a"}}
+	nsB := &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: "b"}}
+	in.ClusterPolicies = []*ClusterNetworkPolicy{
+		clusterPolicy("deny-a-to-b-http", TierAdmin, 10, CNPSubject{Namespaces: nsB},
+			[]CNPRule{{Action: ActionDeny, From: []CNPPeer{{Namespaces: nsA}}, Protocols: []CNPProtocol{tcpPort(8080)}}}, nil),
+		clusterPolicy("pass-client-public", TierAdmin, 5, CNPSubject{Pods: &CNPPods{NamespaceSelector: *nsA, PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "client"}}}},
+			nil, []CNPRule{{Action: ActionPass, To: []CNPPeer{{Networks: []string{public.String() + "/32"}}}}, {Action: ActionDeny, To: []CNPPeer{{Namespaces: nsA}}}}),
+		clusterPolicy("baseline-public", TierBaseline, 10, CNPSubject{Namespaces: nsA},
+			nil, []CNPRule{{Action: ActionAccept, To: []CNPPeer{{Networks: []string{public.String() + "/32"}}}}}),
+	}
+	tiered := Compile(in)
+	for _, tc := range []struct {
+		pkt  Packet
+		want bool
+	}{
+		{Packet{Src: pods[0].addr, Dst: pods[1].addr, Proto: ProtoTCP, DstPort: 8080}, false}, // admin Deny over the NetworkPolicy
+		{Packet{Src: pods[0].addr, Dst: public, Proto: ProtoTCP, DstPort: 8080}, true},        // passed, then the baseline Accept
+		{Packet{Src: pods[0].addr, Dst: pods[2].addr, Proto: ProtoTCP, DstPort: 8080}, false}, // admin Deny to its own namespace
+		{Packet{Src: pods[2].addr, Dst: public, Proto: ProtoTCP, DstPort: 8080}, true},
+	} {
+		if got, _ := tiered.Allows(tc.pkt); got != tc.want {
+			t.Errorf("evaluator with tiers: %+v allowed=%t, want %t", tc.pkt, got, tc.want)
+		}
+	}
+	check("cluster network policy tiers", tiered, true)
+	// The Admin Deny counted what it dropped, the baseline Accept what it let through.
+	if err := inNS(node, func() error {
+		counts, err := Counters()
+		if err == nil && (counts[ClusterPolicyDropCounterPrefix+"deny-a-to-b-http"] == 0 || counts[ClusterPolicyCounterPrefix+"baseline-public"] == 0) {
+			err = fmt.Errorf("ClusterNetworkPolicy counters %v", counts)
+		}
+		return err
+	}); err != nil {
+		t.Error(err)
+	}
+	in.ClusterPolicies = nil
+
 	if err := inNS(node, Remove); err != nil {
 		t.Fatal(err)
 	}
