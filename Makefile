@@ -174,6 +174,7 @@ e2e: build images csi-sanity
 	exit $$rc
 	@rc=0; CONFORMANCE_KEEP_LAB=1 $(MAKE) --no-print-directory conformance-subset || rc=$$?; \
 	[ $$rc -ne 0 ] || NETPOL_KEEP_LAB=1 $(MAKE) --no-print-directory netpol || rc=$$?; \
+	[ $$rc -ne 0 ] || $(MAKE) --no-print-directory netpol-conformance-subset || rc=$$?; \
 	[ $$rc -ne 0 ] || $(MAKE) --no-print-directory cis || rc=$$?; \
 	if [ -f /run/vcluster-standalone-lab/nodes ]; then $(LAB) down || rc=1; fi; exit $$rc
 # ---- end of lab and end-to-end block -----------------------------------------

@@ -74,4 +74,5 @@ if [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ]; then
 	exit 1
 fi
 [ "$rc" -eq 0 ] || { echo "netpol-conformance: FAILED"; exit 1; }
+[ $((passed - skipped)) -gt 0 ] || { echo "netpol-conformance: FAILED (no test ran; selection $RUN)"; exit 1; }
 echo "netpol-conformance: passed"
