@@ -780,6 +780,11 @@ func (w *eventWatch) count() int {
 // TestNothingPulled, while the nodes are still joined.
 func TestRegistryMirror(t *testing.T) { testRegistryMirror(t) }
 
+// The storage tests (storage_test.go) run here too: their pods and volumes
+// live on the private nodes.
+func TestStorageCSISanity(t *testing.T) { testStorageCSISanity(t) }
+func TestStorageVolumes(t *testing.T)   { testStorageVolumes(t) }
+
 func TestPrivateNodesUninstall(t *testing.T) {
 	track(t)
 	if reuseLab {

@@ -24,11 +24,11 @@ const (
 	nodeSocket       = "/var/lib/node-agent/kubelet/plugins/csi.vcluster-standalone.io/csi.sock"
 )
 
-// TestStorageCSISanity runs csi-sanity (built from csi-test v5 by make e2e)
+// testStorageCSISanity runs csi-sanity (built from csi-test v5 by make e2e)
 // in lab-cp against the controller socket and lab-cp's node socket, for
 // mount and block volumes. The volume parameter pins test volumes to
 // lab-cp, where the node half under test runs.
-func TestStorageCSISanity(t *testing.T) {
+func testStorageCSISanity(t *testing.T) {
 	track(t)
 	mustInNode(t, cpNode, "sh", "-c", "printf 'csi.vcluster-standalone.io/node: "+cpNode+"\\n' > /tmp/csi-sanity-params.yaml")
 	for _, accessType := range []string{"mount", "block"} {
@@ -161,12 +161,12 @@ func volumeOf(t *testing.T, ns, claim string) string {
 	return mustKubectl(t, "get", "pv", pv, "-o", "jsonpath={.spec.csi.volumeHandle}")
 }
 
-// TestStorageVolumes walks the list on a private node: bound and
+// testStorageVolumes walks the list on a private node: bound and
 // written, size enforced, online expansion, snapshot restore, clone,
 // survival of pod re-creation and node-agent restarts, space freed on
 // delete, CSIStorageCapacity, an unplaceable PVC, ephemeral volumes and a
 // block volume.
-func TestStorageVolumes(t *testing.T) {
+func testStorageVolumes(t *testing.T) {
 	track(t)
 	cs := clientset(t)
 	importBusybox(t, podNode)
