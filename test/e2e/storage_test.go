@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/vcluster-standalone/vcluster-standalone/test/internal/ginkgoout"
 )
 
 // The storage tests drive the built-in CSI driver as a user would, with
@@ -45,32 +47,13 @@ func testStorageCSISanity(t *testing.T) {
 				"--csi.testvolumesize=67108864", "--csi.testvolumeexpandsize=134217728",
 				"--csi.mountdir="+dir+"/target", "--csi.stagingdir="+dir+"/staging",
 				"--ginkgo.timeout=5m", "--ginkgo.no-color")
-			summary := sanitySummary(r.stdout)
+			summary := ginkgoout.Summary(r.stdout)
 			t.Logf("csi-sanity %s: %s", accessType, summary)
 			if r.code != 0 {
-				t.Fatalf("csi-sanity %s failed: %s\n%s", accessType, summary, tail(r.stdout, 60))
+				t.Fatalf("csi-sanity %s failed: %s\n%s", accessType, summary, ginkgoout.Tail(r.stdout, 60))
 			}
 		})
 	}
-}
-
-// sanitySummary is ginkgo's "Ran N of M Specs" line and the verdict after it.
-func sanitySummary(out string) string {
-	var keep []string
-	for _, l := range strings.Split(out, "\n") {
-		if strings.HasPrefix(l, "Ran ") || strings.HasPrefix(l, "SUCCESS!") || strings.HasPrefix(l, "FAIL!") {
-			keep = append(keep, strings.TrimSpace(l))
-		}
-	}
-	return strings.Join(keep, " ")
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(s, "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // applyYAML writes manifest to a file and applies it in ns.

@@ -6,8 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"strings"
 	"testing"
 	"time"
 
@@ -22,6 +20,7 @@ import (
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/csi"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/csi/api"
 	csinode "github.com/vcluster-standalone/vcluster-standalone/pkg/csi/node"
+	"github.com/vcluster-standalone/vcluster-standalone/test/internal/ginkgoout"
 )
 
 // sanityAccessEnv selects the access type one run of TestCSISanity checks;
@@ -44,10 +43,10 @@ func TestCSISanity(t *testing.T) {
 				cmd := exec.Command(os.Args[0], "-test.run", "^TestCSISanity$", "-test.v", "-test.count=1")
 				cmd.Env = append(os.Environ(), sanityAccessEnv+"="+a, "VCS_BINARY="+binary)
 				out, err := cmd.CombinedOutput()
-				summary := sanitySummary(string(out))
+				summary := ginkgoout.Summary(string(out))
 				t.Logf("csi-sanity (%s): %s", a, summary)
 				if err != nil {
-					t.Fatalf("csi-sanity (%s) failed: %v\n%s", a, err, tail(string(out), 120))
+					t.Fatalf("csi-sanity (%s) failed: %v\n%s", a, err, ginkgoout.Tail(string(out), 120))
 				}
 			})
 		}
@@ -105,23 +104,4 @@ func TestCSISanity(t *testing.T) {
 	sc.TestVolumeAccessType = access
 	sc.IdempotentCount = 2
 	sanity.Test(t, sc)
-}
-
-// sanitySummary is Ginkgo's "Ran N of M Specs" line and its pass/fail counts.
-func sanitySummary(out string) string {
-	var keep []string
-	for _, l := range strings.Split(regexp.MustCompile("\x1b\\[[0-9;]*m").ReplaceAllString(out, ""), "\n") {
-		if strings.HasPrefix(l, "Ran ") || strings.Contains(l, " Passed | ") {
-			keep = append(keep, strings.TrimSpace(l))
-		}
-	}
-	return strings.Join(keep, "; ")
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(s, "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
