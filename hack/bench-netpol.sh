@@ -16,13 +16,9 @@
 #   flock /tmp/vcs-lab.lock hack/bench-netpol.sh
 set -euo pipefail
 
-here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/.." && pwd)
-lab=$repo/test/vm/lab
-bin=${LAB_BIN:-$repo/bin}
+# shellcheck source=hack/bench/lab-bench.sh
+. "$(dirname "$0")/bench/lab-bench.sh" bench-netpol
 
-[ "$(id -u)" -eq 0 ] || { echo "bench-netpol: must run as root (the lab needs it)" >&2; exit 1; }
-[ -f "$bin/images/busybox.tar" ] || { echo "bench-netpol: no $bin/images/busybox.tar; run make images" >&2; exit 1; }
 cd "$repo"
 
 # The compiler's benchmarks need no lab.

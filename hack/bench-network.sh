@@ -16,13 +16,8 @@
 #   flock /tmp/vcs-lab.lock hack/bench-network.sh
 set -euo pipefail
 
-here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/.." && pwd)
-lab=$repo/test/vm/lab
-bin=${LAB_BIN:-$repo/bin}
-
-[ "$(id -u)" -eq 0 ] || { echo "bench-network: must run as root (the lab needs it)" >&2; exit 1; }
-[ -f "$bin/images/busybox.tar" ] || { echo "bench-network: no $bin/images/busybox.tar; run make images" >&2; exit 1; }
+# shellcheck source=hack/bench/lab-bench.sh
+. "$(dirname "$0")/bench/lab-bench.sh" bench-network
 
 brought_up=0
 cleanup() { [ "$brought_up" = 0 ] || "$lab" down >/dev/null 2>&1 || true; }

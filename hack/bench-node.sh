@@ -22,21 +22,15 @@
 # script (it does not lock itself, so a caller's lock cannot deadlock it).
 set -euo pipefail
 
-here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/.." && pwd)
-lab=$repo/test/vm/lab
-bin=${LAB_BIN:-$repo/bin}
-host_bin=$bin/vcluster-standalone
-kubeconfig=/run/vcluster-standalone-lab/admin.kubeconfig
+# shellcheck source=hack/bench/lab-bench.sh
+. "$(dirname "$0")/bench/lab-bench.sh" bench-node
+
 pods=${PODS:-30}
 rss_pods=${RSS_PODS:-10}
 serial_pods=${SERIAL_PODS:-10}
 pod_node=${POD_NODE:-lab-node1}
 image_archive=/run/lab/bin/images/busybox.tar
 ns=bench-node-$$
-
-[ "$(id -u)" -eq 0 ] || { echo "bench-node: must run as root (the lab needs it)" >&2; exit 1; }
-[ -f "$bin/images/busybox.tar" ] || { echo "bench-node: no $bin/images/busybox.tar; run make images" >&2; exit 1; }
 
 pods_tool=$(mktemp /tmp/vcs-bench-pods.XXXXXX)
 brought_up=0

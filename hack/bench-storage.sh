@@ -17,18 +17,12 @@
 # only that one. Callers hold /tmp/vcs-lab.lock around this script.
 set -euo pipefail
 
-here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/.." && pwd)
-lab=$repo/test/vm/lab
-bin=${LAB_BIN:-$repo/bin}
-host_bin=$bin/vcluster-standalone
-kubeconfig=/run/vcluster-standalone-lab/admin.kubeconfig
+# shellcheck source=hack/bench/lab-bench.sh
+. "$(dirname "$0")/bench/lab-bench.sh" bench-storage
+
 pvcs=${PVCS:-20}
 node=${POD_NODE:-lab-node1}
 ns=bench-storage-$$
-
-[ "$(id -u)" -eq 0 ] || { echo "bench-storage: must run as root (the lab needs it)" >&2; exit 1; }
-[ -f "$bin/images/busybox.tar" ] || { echo "bench-storage: no $bin/images/busybox.tar; run make images" >&2; exit 1; }
 
 pods_tool=$(mktemp /tmp/vcs-bench-pods.XXXXXX)
 brought_up=0
