@@ -95,9 +95,12 @@ wait_for 60 sh -c "[ \"\$($host_bin kubectl --kubeconfig $kubeconfig get pvc -n 
 echo "expansion-visible: $(since "$start")s"
 
 echo "== sequential write, 256 MiB with fsync: volume vs the node's own disk"
-# dd reports "<bytes> bytes ... copied, <seconds> s[econds], ..." (busybox and GNU).
+# The node's GNU dd writes both: into the pod's mount of the volume (the same
+# subvolume and quota the pod writes to; busybox dd prints no rate) and into
+# the node's own disk. It reports "<bytes> bytes ... copied, <seconds> s, ...".
 rate() { awk '/copied,/ { for (i = 1; i < NF; i++) if ($i == "copied,") s = $(i + 1); if (s > 0) printf "%.0f", $1 / s / 1048576 }'; }
-vol_out=$(kc exec -n "$ns" bench -- dd if=/dev/zero of=/data/dd bs=1M count=256 conv=fsync 2>&1 || true)
+uid=$(kc get pod -n "$ns" bench -o 'jsonpath={.metadata.uid}')
+vol_out=$("$lab" exec "$node" sh -c "dd if=/dev/zero of=\$(echo /var/lib/node-agent/kubelet/pods/$uid/volumes/kubernetes.io~csi/*/mount)/dd bs=1M count=256 conv=fsync" 2>&1 || true)
 disk_out=$("$lab" exec "$node" dd if=/dev/zero of=/var/lib/node-agent/bench-dd bs=1M count=256 conv=fsync 2>&1 || true)
 vol=$(echo "$vol_out" | rate); disk=$(echo "$disk_out" | rate)
 [ -n "$vol" ] && [ -n "$disk" ] || { echo "bench-storage: could not read dd's rate: volume: $vol_out; disk: $disk_out" >&2; exit 1; }
