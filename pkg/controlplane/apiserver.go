@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strconv"
 
 	"github.com/spf13/pflag"
@@ -22,16 +23,16 @@ func apiServerArgs(c *config.ControlPlane, p Paths, encryption bool) map[string]
 		"bind-address":                    c.BindAddress,
 		"secure-port":                     strconv.Itoa(c.APIPort),
 		"etcd-servers":                    fmt.Sprintf("https://127.0.0.1:%d", c.Ports.EtcdClient),
-		"etcd-cafile":                     p.Cert("etcd/ca"),
-		"etcd-certfile":                   p.Cert("apiserver-etcd-client"),
-		"etcd-keyfile":                    p.Key("apiserver-etcd-client"),
-		"client-ca-file":                  p.Cert("ca"),
-		"tls-cert-file":                   p.Cert("apiserver"),
-		"tls-private-key-file":            p.Key("apiserver"),
+		"etcd-cafile":                     p.Cert(pki.EtcdCA),
+		"etcd-certfile":                   p.Cert(pki.APIServerEtcdClient),
+		"etcd-keyfile":                    p.Key(pki.APIServerEtcdClient),
+		"client-ca-file":                  p.Cert(pki.ClusterCA),
+		"tls-cert-file":                   p.Cert(pki.APIServer),
+		"tls-private-key-file":            p.Key(pki.APIServer),
 		"tls-min-version":                 "VersionTLS12",
 		"tls-cipher-suites":               pki.CipherSuitesFlag(),
-		"kubelet-client-certificate":      p.Cert("apiserver-kubelet-client"),
-		"kubelet-client-key":              p.Key("apiserver-kubelet-client"),
+		"kubelet-client-certificate":      p.Cert(pki.APIServerKubeletClient),
+		"kubelet-client-key":              p.Key(pki.APIServerKubeletClient),
 		"kubelet-preferred-address-types": "InternalIP,ExternalIP,Hostname",
 		// exec, logs, attach and port-forward verify the kubelet: only the
 		// kubelet-serving CA, which signs nothing else, is trusted for it.
@@ -43,17 +44,17 @@ func apiServerArgs(c *config.ControlPlane, p Paths, encryption bool) map[string]
 		"enable-bootstrap-token-auth":      "true",
 		"service-cluster-ip-range":         c.Network.ServiceCIDR,
 		"service-account-issuer":           "https://kubernetes.default.svc." + c.Network.ClusterDomain,
-		"service-account-key-file":         p.PKI() + "/sa.pub",
-		"service-account-signing-key-file": p.PKI() + "/sa.key",
+		"service-account-key-file":         filepath.Join(p.PKI(), pki.ServiceAccountPublicKey),
+		"service-account-signing-key-file": filepath.Join(p.PKI(), pki.ServiceAccountKey),
 		// A projected token lives as long as it says (an hour), not a year.
 		"service-account-extend-token-expiration": "false",
-		"requestheader-client-ca-file":            p.Cert("front-proxy-ca"),
-		"requestheader-allowed-names":             "front-proxy-client",
+		"requestheader-client-ca-file":            p.Cert(pki.FrontProxyCA),
+		"requestheader-allowed-names":             pki.FrontProxyClient,
 		"requestheader-username-headers":          "X-Remote-User",
 		"requestheader-group-headers":             "X-Remote-Group",
 		"requestheader-extra-headers-prefix":      "X-Remote-Extra-",
-		"proxy-client-cert-file":                  p.Cert("front-proxy-client"),
-		"proxy-client-key-file":                   p.Key("front-proxy-client"),
+		"proxy-client-cert-file":                  p.Cert(pki.FrontProxyClient),
+		"proxy-client-key-file":                   p.Key(pki.FrontProxyClient),
 		"allow-privileged":                        "true",
 		"profiling":                               "false",
 		"audit-policy-file":                       p.Generated("audit-policy.yaml"),

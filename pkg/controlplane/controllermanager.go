@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"path/filepath"
 	"strconv"
 
 	"k8s.io/kubernetes/cmd/kube-controller-manager/app"
@@ -13,21 +14,21 @@ import (
 
 // controllerManagerArgs are our defaults for kube-controller-manager.
 func controllerManagerArgs(c *config.ControlPlane, p Paths) map[string]string {
-	kubeconfig := p.Kubeconfig("controller-manager")
+	kubeconfig := p.Kubeconfig(pki.ControllerManager)
 	return map[string]string{
 		"kubeconfig":                kubeconfig,
 		"authentication-kubeconfig": kubeconfig,
 		"authorization-kubeconfig":  kubeconfig,
 		"bind-address":              "127.0.0.1",
-		"tls-cert-file":             p.Cert("controller-manager-server"),
-		"tls-private-key-file":      p.Key("controller-manager-server"),
+		"tls-cert-file":             p.Cert(pki.ControllerManagerServer),
+		"tls-private-key-file":      p.Key(pki.ControllerManagerServer),
 		// The API server is local: client-side throttling only slows the
 		// start, where every controller creates its service account and token.
 		"kube-api-qps":                 "200",
 		"kube-api-burst":               "400",
 		"secure-port":                  strconv.Itoa(c.Ports.ControllerManager),
-		"client-ca-file":               p.Cert("ca"),
-		"requestheader-client-ca-file": p.Cert("front-proxy-ca"),
+		"client-ca-file":               p.Cert(pki.ClusterCA),
+		"requestheader-client-ca-file": p.Cert(pki.FrontProxyCA),
 		// One signer per CA: kubelet serving certificates come from their own
 		// CA, so no CSR a node gets approved can yield a certificate the
 		// cluster CA's relying parties (pods, kubelets, API clients) accept
@@ -41,8 +42,8 @@ func controllerManagerArgs(c *config.ControlPlane, p Paths) map[string]string {
 		"cluster-signing-legacy-unknown-cert-file":        p.Cert(pki.ClusterCA),
 		"cluster-signing-legacy-unknown-key-file":         p.Key(pki.ClusterCA),
 		"tls-cipher-suites":                               pki.CipherSuitesFlag(),
-		"root-ca-file":                                    p.Cert("ca"),
-		"service-account-private-key-file":                p.PKI() + "/sa.key",
+		"root-ca-file":                                    p.Cert(pki.ClusterCA),
+		"service-account-private-key-file":                filepath.Join(p.PKI(), pki.ServiceAccountKey),
 		"use-service-account-credentials":                 "true",
 		"controllers":                                     "*,bootstrapsigner,tokencleaner",
 		"allocate-node-cidrs":                             "true",

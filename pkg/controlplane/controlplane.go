@@ -20,6 +20,7 @@ import (
 	"github.com/vcluster-standalone/vcluster-standalone/packaging"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/component"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/fsutil"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/joinserver"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
 )
@@ -137,16 +138,16 @@ func LocalServer(c *config.ControlPlane) string {
 // whose content is unchanged are not touched.
 func writeGeneratedFiles(c *config.ControlPlane, paths Paths, bundle *pki.Bundle) error {
 	server := LocalServer(c)
-	for _, user := range []string{"super-admin", "admin", "controller-manager", "scheduler", pki.CSRApprover, pki.JoinObjects, pki.Addons, pki.CSI} {
+	for _, user := range []string{pki.SuperAdmin, pki.Admin, pki.ControllerManager, pki.Scheduler, pki.CSRApprover, pki.JoinObjects, pki.Addons, pki.CSI} {
 		kubeconfig, err := bundle.Kubeconfig(server, user)
 		if err != nil {
 			return err
 		}
-		if err := pki.WriteIfChanged(paths.Kubeconfig(user), kubeconfig, 0o600); err != nil {
+		if err := fsutil.WriteIfChanged(paths.Kubeconfig(user), kubeconfig, 0o600); err != nil {
 			return fmt.Errorf("failed to write kubeconfig %s: %w", user, err)
 		}
-		if user == "admin" {
-			if err := pki.WriteIfChanged(c.AdminKubeconfig, kubeconfig, 0o600); err != nil {
+		if user == pki.Admin {
+			if err := fsutil.WriteIfChanged(c.AdminKubeconfig, kubeconfig, 0o600); err != nil {
 				return fmt.Errorf("failed to write admin kubeconfig: %w", err)
 			}
 		}
@@ -164,7 +165,7 @@ func writeGeneratedFiles(c *config.ControlPlane, paths Paths, bundle *pki.Bundle
 		files["encryption-config.yaml"] = encryptionConfig(key, c.EncryptionEnabled())
 	}
 	for name, content := range files {
-		if err := pki.WriteIfChanged(paths.Generated(name), []byte(content), 0o600); err != nil {
+		if err := fsutil.WriteIfChanged(paths.Generated(name), []byte(content), 0o600); err != nil {
 			return fmt.Errorf("failed to write %s: %w", name, err)
 		}
 	}
@@ -183,13 +184,13 @@ func newComponents(c *config.ControlPlane, paths Paths, bundle *pki.Bundle, prog
 		&apiServer{upstreamServer{args: mergeArgs(apiServerArgs(c, paths, encryption), c.ExtraArgs.APIServer), health: health["kube-apiserver"], stopTimeout: 30 * time.Second, settleBeforeStop: true}},
 		&controllerManager{upstreamServer{args: mergeArgs(controllerManagerArgs(c, paths), c.ExtraArgs.ControllerManager), health: health["kube-controller-manager"], stopTimeout: 20 * time.Second}},
 		&scheduler{upstreamServer{args: mergeArgs(schedulerArgs(c, paths), c.ExtraArgs.Scheduler), health: health["kube-scheduler"], stopTimeout: 20 * time.Second}},
-		&bootstrapObjects{kubeconfig: paths.Kubeconfig("super-admin")},
+		&bootstrapObjects{kubeconfig: paths.Kubeconfig(pki.SuperAdmin)},
 	}
 	components = append(components, joinComponents(c, paths)...)
 	components = append(components, storageComponents(c, paths)...)
 	components = append(components, nodeComponents(c, paths, bundle, progress)...)
 	// Last: it records the others' command lines after their Init.
-	return append(components, &component.ArgsRecorder{Components: components, Path: paths.EffectiveArgsFile(), Write: pki.WriteFileAtomic, Log: progress}), nil
+	return append(components, &component.ArgsRecorder{Components: components, Path: paths.EffectiveArgsFile(), Write: fsutil.WriteFileAtomic, Log: progress}), nil
 }
 
 // joinComponents serve joining nodes: RBAC and cluster-info, the kubelet
@@ -200,7 +201,7 @@ func joinComponents(c *config.ControlPlane, paths Paths) []component.Component {
 		&joinserver.ClusterObjects{Client: controllerClient(paths, pki.JoinObjects), Server: "https://" + net.JoinHostPort(c.AdvertiseAddress, strconv.Itoa(c.APIPort)), CAFile: paths.Cert(pki.ClusterCA),
 			KubeletServingCAFile: paths.Cert(pki.KubeletServingCA)},
 		&joinserver.CSRApprover{Client: controllerClient(paths, pki.CSRApprover),
-			APIServerCert: paths.Cert("apiserver"), ServiceCIDR: c.Network.ServiceCIDR, HostNode: hostNodeName(c)},
+			APIServerCert: paths.Cert(pki.APIServer), ServiceCIDR: c.Network.ServiceCIDR, HostNode: hostNodeName(c)},
 	}
 	if !c.ServesJoinEndpoint() {
 		return components

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/component"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
 )
 
 // etcd's record names the same TLS settings a standalone etcd's flags would,
@@ -23,10 +24,10 @@ func TestEtcdArgsRenderItsEffectiveTLSConfig(t *testing.T) {
 	}
 	got := " " + strings.Join(e.Args(), " ") + " "
 	for _, want := range []string{
-		"--cert-file=" + paths.Cert("etcd/server"), "--key-file=" + paths.Key("etcd/server"),
-		"--trusted-ca-file=" + paths.Cert("etcd/ca"), "--client-cert-auth=true", "--auto-tls=false",
-		"--peer-cert-file=" + paths.Cert("etcd/peer"), "--peer-key-file=" + paths.Key("etcd/peer"),
-		"--peer-trusted-ca-file=" + paths.Cert("etcd/ca"), "--peer-client-cert-auth=true", "--peer-auto-tls=false",
+		"--cert-file=" + paths.Cert(pki.EtcdServer), "--key-file=" + paths.Key(pki.EtcdServer),
+		"--trusted-ca-file=" + paths.Cert(pki.EtcdCA), "--client-cert-auth=true", "--auto-tls=false",
+		"--peer-cert-file=" + paths.Cert(pki.EtcdPeer), "--peer-key-file=" + paths.Key(pki.EtcdPeer),
+		"--peer-trusted-ca-file=" + paths.Cert(pki.EtcdCA), "--peer-client-cert-auth=true", "--peer-auto-tls=false",
 		"--data-dir=" + paths.Etcd(), "--listen-client-urls=https://127.0.0.1:2379", "--listen-peer-urls=https://127.0.0.1:2380",
 	} {
 		if !strings.Contains(got, " "+want+" ") {

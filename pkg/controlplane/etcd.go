@@ -50,12 +50,12 @@ func (e *etcd) Init(context.Context) error {
 	cfg.AdvertisePeerUrls = []url.URL{peerURL}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
 	cfg.ClientTLSInfo = transport.TLSInfo{
-		CertFile: e.paths.Cert("etcd/server"), KeyFile: e.paths.Key("etcd/server"),
-		TrustedCAFile: e.paths.Cert("etcd/ca"), ClientCertAuth: true,
+		CertFile: e.paths.Cert(pki.EtcdServer), KeyFile: e.paths.Key(pki.EtcdServer),
+		TrustedCAFile: e.paths.Cert(pki.EtcdCA), ClientCertAuth: true,
 	}
 	cfg.PeerTLSInfo = transport.TLSInfo{
-		CertFile: e.paths.Cert("etcd/peer"), KeyFile: e.paths.Key("etcd/peer"),
-		TrustedCAFile: e.paths.Cert("etcd/ca"), ClientCertAuth: true,
+		CertFile: e.paths.Cert(pki.EtcdPeer), KeyFile: e.paths.Key(pki.EtcdPeer),
+		TrustedCAFile: e.paths.Cert(pki.EtcdCA), ClientCertAuth: true,
 	}
 	cfg.CipherSuites = pki.CipherSuiteNames()
 	cfg.TlsMinVersion = "TLS1.2"

@@ -8,7 +8,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/fsutil"
 )
 
 // anonymousPaths are the only requests served without credentials: health
@@ -138,7 +138,7 @@ func ensureEncryptionKey(path string, create bool) (key string, ok bool, err err
 		return "", false, err
 	}
 	key = base64.StdEncoding.EncodeToString(raw)
-	if err := pki.WriteFileAtomic(path, []byte(key+"\n"), 0o600); err != nil {
+	if err := fsutil.WriteFileAtomic(path, []byte(key+"\n"), 0o600); err != nil {
 		return "", false, fmt.Errorf("failed to write encryption key: %w", err)
 	}
 	return key, true, nil

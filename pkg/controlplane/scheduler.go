@@ -13,14 +13,14 @@ import (
 
 // schedulerArgs are our defaults for kube-scheduler.
 func schedulerArgs(c *config.ControlPlane, p Paths) map[string]string {
-	kubeconfig := p.Kubeconfig("scheduler")
+	kubeconfig := p.Kubeconfig(pki.Scheduler)
 	return map[string]string{
 		"kubeconfig":                kubeconfig,
 		"authentication-kubeconfig": kubeconfig,
 		"authorization-kubeconfig":  kubeconfig,
 		"bind-address":              "127.0.0.1",
-		"tls-cert-file":             p.Cert("scheduler-server"),
-		"tls-private-key-file":      p.Key("scheduler-server"),
+		"tls-cert-file":             p.Cert(pki.SchedulerServer),
+		"tls-private-key-file":      p.Key(pki.SchedulerServer),
 		"secure-port":               strconv.Itoa(c.Ports.Scheduler),
 		"tls-cipher-suites":         pki.CipherSuitesFlag(),
 		"leader-elect":              "false",

@@ -9,6 +9,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
 )
 
 // ComponentHealth is one component's health as seen from this host.
@@ -23,7 +24,7 @@ var healthOrder = []string{"etcd", "kube-apiserver", "kube-controller-manager", 
 // healthProbes returns, by component name, the endpoint that tells whether it
 // is healthy: start waits on them and status reports them.
 func healthProbes(c *config.ControlPlane, paths Paths) (map[string]healthProbe, error) {
-	admin, err := clientcmd.BuildConfigFromFlags("", paths.Kubeconfig("super-admin"))
+	admin, err := clientcmd.BuildConfigFromFlags("", paths.Kubeconfig(pki.SuperAdmin))
 	if err != nil {
 		return nil, fmt.Errorf("cannot read credentials: %w", err)
 	}

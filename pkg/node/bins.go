@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/cni"
-	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/fsutil"
 )
 
 // The name under which containerd runs node-agent as its runc shim
@@ -47,7 +47,7 @@ func InstallBinaries(binDir, self string) error {
 	}
 	runcPath := filepath.Join(binDir, "runc")
 	if current, err := os.ReadFile(runcPath); err != nil || !bytes.Equal(current, runc) {
-		if err := pki.WriteFileAtomic(runcPath, runc, 0o755); err != nil {
+		if err := fsutil.WriteFileAtomic(runcPath, runc, 0o755); err != nil {
 			return fmt.Errorf("failed to install runc: %w", err)
 		}
 	}

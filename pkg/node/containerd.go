@@ -17,7 +17,7 @@ import (
 	"github.com/containerd/containerd/v2/client"
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
-	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/fsutil"
 )
 
 // Containerd runs containerd (with its CRI plugin) as a child process of
@@ -66,7 +66,7 @@ func (c *Containerd) Init(context.Context) error {
 	if err != nil {
 		return err
 	}
-	return pki.WriteFileAtomic(c.ConfigFile(), body, 0o600)
+	return fsutil.WriteFileAtomic(c.ConfigFile(), body, 0o600)
 }
 
 // Start launches containerd. The child is started from a thread that stays

@@ -18,7 +18,7 @@ import (
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/component"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
-	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/fsutil"
 )
 
 // Kubelet runs the upstream kubelet in-process from its app package, with a
@@ -57,7 +57,7 @@ func (k *Kubelet) Init(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := pki.WriteIfChanged(k.ConfigFile(), body, 0o600); err != nil {
+	if err := fsutil.WriteIfChanged(k.ConfigFile(), body, 0o600); err != nil {
 		return fmt.Errorf("failed to write kubelet config: %w", err)
 	}
 	loader, err := configfiles.NewFsLoader(&utilfs.DefaultFs{}, k.ConfigFile())

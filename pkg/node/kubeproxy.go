@@ -15,7 +15,7 @@ import (
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/component"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
-	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/fsutil"
 )
 
 // KubeProxy runs the upstream kube-proxy in-process, iptables mode, through
@@ -44,7 +44,7 @@ func (p *KubeProxy) Init(context.Context) error {
 	if err != nil {
 		return fmt.Errorf("failed to render kube-proxy config: %w", err)
 	}
-	return pki.WriteIfChanged(p.ConfigFile(), body, 0o600)
+	return fsutil.WriteIfChanged(p.ConfigFile(), body, 0o600)
 }
 
 func kubeProxyConfiguration(n *config.Node, s config.ClusterSettings, host Host) *proxyv1alpha1.KubeProxyConfiguration {

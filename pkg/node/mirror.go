@@ -10,9 +10,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/fsutil"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/node/images"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/node/mirror"
-	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
 )
 
 // newMirror is the registry mirror component of this node: it serves with
@@ -56,7 +56,7 @@ func writeRegistryHosts(n *config.Node, registriesFile string, peers []string) e
 		}
 		return nil
 	}
-	return pki.WriteIfChanged(n.RegistryPeersFile(), []byte(strings.Join(peers, "\n")+"\n"), 0o600)
+	return fsutil.WriteIfChanged(n.RegistryPeersFile(), []byte(strings.Join(peers, "\n")+"\n"), 0o600)
 }
 
 // cachedPeers are the peers remembered from the last run.

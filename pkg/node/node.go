@@ -18,7 +18,7 @@ import (
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/component"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
 	csinode "github.com/vcluster-standalone/vcluster-standalone/pkg/csi/node"
-	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/fsutil"
 )
 
 // Options are what `node-agent run` passes in.
@@ -92,7 +92,7 @@ func components(o Options, rc *rest.Config, cs kubernetes.Interface, dyn dynamic
 	}
 	parts = append(parts, NewNodeReady(cs, o.Node.NodeName))
 	// Last: it records the others' command lines after their Init.
-	return append(parts, &component.ArgsRecorder{Components: parts, Path: EffectiveArgsFile(o.Node), Write: pki.WriteFileAtomic, Log: o.Progress})
+	return append(parts, &component.ArgsRecorder{Components: parts, Path: EffectiveArgsFile(o.Node), Write: fsutil.WriteFileAtomic, Log: o.Progress})
 }
 
 // NodeClient is a client with the node's own (kubelet) credential.

@@ -14,7 +14,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
-	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/fsutil"
 )
 
 // DefaultRegistriesFile is where users describe registry mirrors and
@@ -118,7 +118,7 @@ func (r *Registries) WriteHostsDir(dir string, peers PeerMirrors) error {
 		if err := os.MkdirAll(filepath.Join(dir, host), 0o700); err != nil {
 			return err
 		}
-		if err := pki.WriteIfChanged(filepath.Join(dir, host, "hosts.toml"), []byte(body), 0o600); err != nil {
+		if err := fsutil.WriteIfChanged(filepath.Join(dir, host, "hosts.toml"), []byte(body), 0o600); err != nil {
 			return fmt.Errorf("failed to write registry config for %s: %w", host, err)
 		}
 	}

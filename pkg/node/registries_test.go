@@ -16,6 +16,7 @@ import (
 	certutil "k8s.io/client-go/util/cert"
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/fsutil"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
 )
 
@@ -119,7 +120,7 @@ func TestPeerMirrorsTrustTheKubeletServingCA(t *testing.T) {
 		t.Fatal(err)
 	}
 	for path, ca := range map[string]string{n.CAFile(): pki.ClusterCA, n.KubeletServingCAFile(): pki.KubeletServingCA} {
-		if err := pki.WriteFileAtomic(path, pki.EncodeCert(bundle.CAs[ca].Cert), 0o644); err != nil {
+		if err := fsutil.WriteFileAtomic(path, pki.EncodeCert(bundle.CAs[ca].Cert), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}

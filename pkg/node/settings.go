@@ -12,7 +12,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
-	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/fsutil"
 )
 
 // FetchClusterSettings reads the settings the control plane publishes for
@@ -29,7 +29,7 @@ func FetchClusterSettings(ctx context.Context, cs kubernetes.Interface, n *confi
 		if perr != nil {
 			return s, perr
 		}
-		if werr := pki.WriteIfChanged(n.ClusterSettingsFile(), []byte(data), 0o644); werr != nil {
+		if werr := fsutil.WriteIfChanged(n.ClusterSettingsFile(), []byte(data), 0o644); werr != nil {
 			return s, fmt.Errorf("failed to cache cluster settings: %w", werr)
 		}
 		return s, nil

@@ -19,8 +19,8 @@ import (
 	"k8s.io/client-go/util/certificate"
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/fsutil"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
-	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
 )
 
 // kubeletClientPairPrefix names the kubelet client pair's files, as the
@@ -133,7 +133,7 @@ func WriteNodeFiles(n *config.Node, f NodeFiles, caPEM, kubeletServingCAPEM []by
 	if _, err := config.ClaimDataDir(n.DataDir, "pki"); err != nil {
 		return "", fmt.Errorf("failed to create %s: %v", n.DataDir, err)
 	}
-	if err := pki.WriteFileAtomic(n.CAFile(), caPEM, 0o644); err != nil {
+	if err := fsutil.WriteFileAtomic(n.CAFile(), caPEM, 0o644); err != nil {
 		return "", fmt.Errorf("failed to write %s: %v", n.CAFile(), err)
 	}
 	if _, err := WriteKubeletServingCA(n, kubeletServingCAPEM); err != nil {
@@ -147,7 +147,7 @@ func WriteNodeFiles(n *config.Node, f NodeFiles, caPEM, kubeletServingCAPEM []by
 	if err != nil {
 		return "", err
 	}
-	if err := pki.WriteFileAtomic(n.KubeletKubeconfig(), kubeconfig, 0o600); err != nil {
+	if err := fsutil.WriteFileAtomic(n.KubeletKubeconfig(), kubeconfig, 0o600); err != nil {
 		return "", fmt.Errorf("failed to write %s: %v", n.KubeletKubeconfig(), err)
 	}
 	if err := WriteUnit(f); err != nil {
@@ -160,7 +160,7 @@ func WriteNodeFiles(n *config.Node, f NodeFiles, caPEM, kubeletServingCAPEM []by
 	if err := os.MkdirAll(filepath.Dir(f.ConfigFile), 0o755); err != nil {
 		return "", fmt.Errorf("failed to create %s: %v", filepath.Dir(f.ConfigFile), err)
 	}
-	if err := pki.WriteFileAtomic(f.ConfigFile, data, 0o644); err != nil {
+	if err := fsutil.WriteFileAtomic(f.ConfigFile, data, 0o644); err != nil {
 		return "", fmt.Errorf("failed to write %s: %v", f.ConfigFile, err)
 	}
 	return certFile, nil
@@ -187,7 +187,7 @@ func WriteUnit(f NodeFiles) error {
 	if err := os.MkdirAll(f.UnitDir, 0o755); err != nil {
 		return fmt.Errorf("failed to create %s: %v", f.UnitDir, err)
 	}
-	if err := pki.WriteIfChanged(f.UnitPath(), f.Unit, 0o600); err != nil {
+	if err := fsutil.WriteIfChanged(f.UnitPath(), f.Unit, 0o600); err != nil {
 		return fmt.Errorf("failed to write %s: %v", f.UnitPath(), err)
 	}
 	return nil

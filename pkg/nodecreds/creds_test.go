@@ -18,6 +18,7 @@ import (
 	certutil "k8s.io/client-go/util/cert"
 	"k8s.io/client-go/util/keyutil"
 
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/fsutil"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
 )
@@ -75,7 +76,7 @@ func TestStoreAndLoadKubeletClientCert(t *testing.T) {
 	if fi, _ := os.Stat(pkiDir); fi.Mode().Perm() != 0o700 {
 		t.Fatalf("pki dir mode %v, want 0700", fi.Mode().Perm())
 	}
-	pki.WriteFileAtomic(caFile, pki.EncodeCert(ca), 0o644)
+	fsutil.WriteFileAtomic(caFile, pki.EncodeCert(ca), 0o644)
 	if _, err := LoadKubeletClientCert(pkiDir, caFile, "n1", time.Now()); err != nil {
 		t.Fatal(err)
 	}

@@ -13,8 +13,8 @@ import (
 	certutil "k8s.io/client-go/util/cert"
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/fsutil"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/join"
-	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
 )
 
 // FetchKubeletServingCA reads the kubelet-serving CA certificate the control
@@ -57,7 +57,7 @@ func WriteKubeletServingCA(n *config.Node, caPEM []byte) (bool, error) {
 	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, caPEM) {
 		return false, nil
 	}
-	if err := pki.WriteFileAtomic(path, caPEM, 0o644); err != nil {
+	if err := fsutil.WriteFileAtomic(path, caPEM, 0o644); err != nil {
 		return false, fmt.Errorf("failed to write %s: %v", path, err)
 	}
 	return true, nil

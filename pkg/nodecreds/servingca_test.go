@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/fsutil"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
 )
 
@@ -81,7 +82,7 @@ func TestDropUnverifiableServingCert(t *testing.T) {
 			t.Fatal(err)
 		}
 		dated := filepath.Join(n.PKIDir(), "kubelet-server-2026-12-01-10-00-00.pem")
-		if err := pki.WriteFileAtomic(dated, append(certPEM, keyPEM...), 0o600); err != nil {
+		if err := fsutil.WriteFileAtomic(dated, append(certPEM, keyPEM...), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		os.Remove(n.KubeletServingCertFile())

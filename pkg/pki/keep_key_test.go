@@ -116,26 +116,3 @@ func TestJoinEndpointKeyChecked(t *testing.T) {
 		}
 	}
 }
-
-// TestWriteFileAtomicSyncsDirAfterRename: the directory is synced once the
-// new file is in place under its name, so the rename itself is durable.
-func TestWriteFileAtomicSyncsDirAfterRename(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "ca.key")
-	var synced []string
-	orig := syncDir
-	t.Cleanup(func() { syncDir = orig })
-	syncDir = func(d string) error {
-		if data, err := os.ReadFile(path); err != nil || string(data) != "new" {
-			t.Errorf("directory synced before the rename: %q %v", data, err)
-		}
-		synced = append(synced, d)
-		return orig(d)
-	}
-	if err := WriteFileAtomic(path, []byte("new"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if len(synced) != 1 || synced[0] != dir {
-		t.Fatalf("synced %v, want [%s]", synced, dir)
-	}
-}

@@ -17,11 +17,12 @@ import (
 	"math/big"
 	"net"
 	"os"
-	"path/filepath"
 	"time"
 
 	certutil "k8s.io/client-go/util/cert"
 	"k8s.io/client-go/util/keyutil"
+
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/fsutil"
 )
 
 // Lifetimes and the renewal threshold of generated certificates.
@@ -130,65 +131,16 @@ func writeKeyPair(base string, kp *KeyPair) error {
 		return err
 	}
 	// Key first: a cert without its key is treated as missing on next start.
-	if err := WriteFileAtomic(base+".key", keyPEM, 0o600); err != nil {
+	if err := fsutil.WriteFileAtomic(base+".key", keyPEM, 0o600); err != nil {
 		return err
 	}
-	return WriteFileAtomic(base+".crt", EncodeCert(kp.Cert), 0o644)
+	return fsutil.WriteFileAtomic(base+".crt", EncodeCert(kp.Cert), 0o644)
 }
 
 // EncodeCert returns the PEM encoding of a certificate.
 func EncodeCert(cert *x509.Certificate) []byte {
 	pem, _ := certutil.EncodeCertificates(cert)
 	return pem
-}
-
-// WriteFileAtomic writes data to a temporary file in the same directory and
-// renames it into place, so a crash never leaves a half-written file. The
-// file and then its directory are synced: without the directory's fsync a
-// power cut can undo the rename, losing e.g. a new CA or the encryption key
-// while etcd already holds data that depends on it.
-func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(path))
-}
-
-// syncDir makes a rename in dir durable; a variable so tests can see it
-// happens after the rename.
-var syncDir = func(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("failed to sync directory %s: %w", dir, err)
-	}
-	return nil
 }
 
 // sameIPs reports whether two IP lists hold the same addresses in any order.

@@ -1,9 +1,6 @@
 package pki
 
 import (
-	"bytes"
-	"os"
-
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/client-go/util/keyutil"
@@ -27,13 +24,4 @@ func (b *Bundle) Kubeconfig(server, user string) ([]byte, error) {
 	cfg.Contexts[context] = &clientcmdapi.Context{Cluster: ClusterName, AuthInfo: user}
 	cfg.CurrentContext = context
 	return clientcmd.Write(*cfg)
-}
-
-// WriteIfChanged writes data atomically unless the file already holds it, so
-// restarts do not touch files whose content is unchanged.
-func WriteIfChanged(path string, data []byte, mode os.FileMode) error {
-	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
-		return os.Chmod(path, mode)
-	}
-	return WriteFileAtomic(path, data, mode)
 }

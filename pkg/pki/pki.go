@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"k8s.io/client-go/util/keyutil"
+
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/fsutil"
 )
 
 // Names of the certificate authorities.
@@ -32,6 +34,30 @@ const (
 
 // JoinEndpoint is the leaf the join endpoint serves with.
 const JoinEndpoint = "join-endpoint"
+
+// Names of the other leaves (file bases below the pki dir, and for the
+// client certificates the names of their kubeconfigs too). Components are
+// configured with these names, never with literals that could drift.
+const (
+	APIServer               = "apiserver"
+	APIServerKubeletClient  = "apiserver-kubelet-client"
+	APIServerEtcdClient     = "apiserver-etcd-client"
+	FrontProxyClient        = "front-proxy-client"
+	EtcdServer              = "etcd/server"
+	EtcdPeer                = "etcd/peer"
+	SuperAdmin              = "super-admin"
+	Admin                   = "admin"
+	ControllerManager       = "controller-manager"
+	Scheduler               = "scheduler"
+	ControllerManagerServer = "controller-manager-server"
+	SchedulerServer         = "scheduler-server"
+)
+
+// The service-account token signing key pair, below the pki dir.
+const (
+	ServiceAccountKey       = "sa.key"
+	ServiceAccountPublicKey = "sa.pub"
+)
 
 // Identities the control plane's own clients authenticate as.
 const (
@@ -109,25 +135,25 @@ func Leaves(p Params) []CertSpec {
 		}
 	}
 	return []CertSpec{
-		{Name: "apiserver", CA: ClusterCA, CommonName: "kube-apiserver", DNSNames: dedupe(apiDNS), IPs: dedupeIPs(apiIPs), Usages: serverUsage},
-		{Name: "apiserver-kubelet-client", CA: ClusterCA, CommonName: KubeletClientUser, Usages: clientUsage},
-		{Name: "apiserver-etcd-client", CA: EtcdCA, CommonName: "kube-apiserver-etcd-client", Usages: clientUsage},
-		{Name: "front-proxy-client", CA: FrontProxyCA, CommonName: "front-proxy-client", Usages: clientUsage},
-		{Name: "etcd/server", CA: EtcdCA, CommonName: p.Hostname, DNSNames: dedupe([]string{p.Hostname, "localhost"}), IPs: loopback, Usages: bothUsage},
-		{Name: "etcd/peer", CA: EtcdCA, CommonName: p.Hostname, DNSNames: dedupe([]string{p.Hostname, "localhost"}), IPs: loopback, Usages: bothUsage},
-		{Name: "super-admin", CA: ClusterCA, CommonName: "vcluster-standalone-super-admin", Organizations: []string{SuperAdminGroup}, Usages: clientUsage},
-		{Name: "admin", CA: ClusterCA, CommonName: AdminUser, Organizations: []string{ClusterAdminGroup}, Usages: clientUsage},
-		{Name: "controller-manager", CA: ClusterCA, CommonName: "system:kube-controller-manager", Usages: clientUsage},
+		{Name: APIServer, CA: ClusterCA, CommonName: "kube-apiserver", DNSNames: dedupe(apiDNS), IPs: dedupeIPs(apiIPs), Usages: serverUsage},
+		{Name: APIServerKubeletClient, CA: ClusterCA, CommonName: KubeletClientUser, Usages: clientUsage},
+		{Name: APIServerEtcdClient, CA: EtcdCA, CommonName: "kube-apiserver-etcd-client", Usages: clientUsage},
+		{Name: FrontProxyClient, CA: FrontProxyCA, CommonName: "front-proxy-client", Usages: clientUsage},
+		{Name: EtcdServer, CA: EtcdCA, CommonName: p.Hostname, DNSNames: dedupe([]string{p.Hostname, "localhost"}), IPs: loopback, Usages: bothUsage},
+		{Name: EtcdPeer, CA: EtcdCA, CommonName: p.Hostname, DNSNames: dedupe([]string{p.Hostname, "localhost"}), IPs: loopback, Usages: bothUsage},
+		{Name: SuperAdmin, CA: ClusterCA, CommonName: "vcluster-standalone-super-admin", Organizations: []string{SuperAdminGroup}, Usages: clientUsage},
+		{Name: Admin, CA: ClusterCA, CommonName: AdminUser, Organizations: []string{ClusterAdminGroup}, Usages: clientUsage},
+		{Name: ControllerManager, CA: ClusterCA, CommonName: "system:kube-controller-manager", Usages: clientUsage},
 		{Name: CSRApprover, CA: ClusterCA, CommonName: ControllerUser(CSRApprover), Usages: clientUsage},
 		{Name: JoinObjects, CA: ClusterCA, CommonName: ControllerUser(JoinObjects), Usages: clientUsage},
 		{Name: Addons, CA: ClusterCA, CommonName: ControllerUser(Addons), Usages: clientUsage},
 		{Name: CSI, CA: ClusterCA, CommonName: ControllerUser(CSI), Usages: clientUsage},
-		{Name: "scheduler", CA: ClusterCA, CommonName: "system:kube-scheduler", Usages: clientUsage},
+		{Name: Scheduler, CA: ClusterCA, CommonName: "system:kube-scheduler", Usages: clientUsage},
 		// Serving certs for the loopback health/metrics ports: issued here
 		// (ECDSA) instead of each component generating a self-signed RSA key
 		// on every start, and verifiable with the cluster CA.
-		{Name: "controller-manager-server", CA: ClusterCA, CommonName: "kube-controller-manager", DNSNames: []string{"localhost"}, IPs: loopback, Usages: serverUsage},
-		{Name: "scheduler-server", CA: ClusterCA, CommonName: "kube-scheduler", DNSNames: []string{"localhost"}, IPs: loopback, Usages: serverUsage},
+		{Name: ControllerManagerServer, CA: ClusterCA, CommonName: "kube-controller-manager", DNSNames: []string{"localhost"}, IPs: loopback, Usages: serverUsage},
+		{Name: SchedulerServer, CA: ClusterCA, CommonName: "kube-scheduler", DNSNames: []string{"localhost"}, IPs: loopback, Usages: serverUsage},
 		// The join endpoint serves install.sh and node-agent; curl pins its
 		// public key (JoinEndpointPin), so it needs no CA the node trusts.
 		{Name: JoinEndpoint, CA: ClusterCA, CommonName: "vcluster-standalone-join", DNSNames: dedupe(joinDNS), IPs: dedupeIPs(joinIPs), Usages: serverUsage, KeepKey: true},
@@ -259,9 +285,9 @@ func publicKeyMatches(cert *x509.Certificate, key crypto.Signer) bool {
 	return ok && pub.Equal(key.Public())
 }
 
-// ensureServiceAccountKey creates sa.key/sa.pub, the token signing key pair.
+// ensureServiceAccountKey creates the token signing key pair (sa.key/sa.pub).
 func ensureServiceAccountKey(dir string) error {
-	keyPath, pubPath := filepath.Join(dir, "sa.key"), filepath.Join(dir, "sa.pub")
+	keyPath, pubPath := filepath.Join(dir, ServiceAccountKey), filepath.Join(dir, ServiceAccountPublicKey)
 	if _, err := os.Stat(keyPath); err == nil {
 		if _, err := os.Stat(pubPath); err == nil {
 			return nil
@@ -279,10 +305,10 @@ func ensureServiceAccountKey(dir string) error {
 	if err != nil {
 		return err
 	}
-	if err := WriteFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+	if err := fsutil.WriteFileAtomic(keyPath, keyPEM, 0o600); err != nil {
 		return fmt.Errorf("failed to write service-account key: %w", err)
 	}
-	return WriteFileAtomic(pubPath, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o644)
+	return fsutil.WriteFileAtomic(pubPath, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o644)
 }
 
 func dedupe(in []string) []string {

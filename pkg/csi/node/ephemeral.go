@@ -8,7 +8,7 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/fsutil"
 )
 
 // EphemeralState remembers, in a file, which volumes of the pool are CSI
@@ -74,5 +74,5 @@ func (e *EphemeralState) save() error {
 	if err != nil {
 		return err
 	}
-	return pki.WriteFileAtomic(e.path, data, 0o600)
+	return fsutil.WriteFileAtomic(e.path, data, 0o600)
 }

@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/fsutil"
 )
 
 // blockFileName is the file of a Block volume inside its subvolume.
@@ -316,7 +316,7 @@ func (p *btrfsPool) CreateSnapshot(id, volumeID string) (Snapshot, error) {
 		return Snapshot{}, err
 	}
 	meta, _ := json.Marshal(snapshotMeta{SourceVolume: volumeID, CapacityBytes: v.CapacityBytes, CreationTime: time.Now().UTC()})
-	if err := pki.WriteFileAtomic(p.snapshotMetaFile(id), meta, 0o600); err != nil {
+	if err := fsutil.WriteFileAtomic(p.snapshotMetaFile(id), meta, 0o600); err != nil {
 		return Snapshot{}, err
 	}
 	if err := snapshotSubvolume(v.Dir, p.snapshotDir(id), true); err != nil {
