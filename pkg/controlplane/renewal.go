@@ -116,7 +116,10 @@ func newCertRenewal(c *config.ControlPlane, paths Paths, progress io.Writer) *ce
 
 func (r *certRenewal) Name() string { return "certificate renewal" }
 
+// Init runs before any component starts, so the clients they build check for
+// renewed certificates in time (a renewed leaf stays valid for RenewBefore).
 func (r *certRenewal) Init(context.Context) error {
+	pki.TuneClientCertReload(r.c.Certificates.RenewBefore.Duration)
 	params, err := pkiParams(r.c, r.paths)
 	r.params = params
 	return err
