@@ -43,24 +43,16 @@ func testCertRenewalLive(t *testing.T) {
 	begin := time.Now()
 	waitReady(t, 3*time.Minute)
 	cs := clientset(t)
-	orig := mustInNode(t, cpNode, "cat", cpConfig) + "\n"
-	writeConfig := func(cfg string) {
-		t.Helper()
-		if r := inNodeStdin(t, cpNode, strings.NewReader(cfg), "sh", "-c", "cat >"+cpConfig+".new && mv "+cpConfig+".new "+cpConfig); r.code != 0 {
-			t.Fatalf("write %s: %s", cpConfig, r)
-		}
-		mustInNode(t, cpNode, "systemctl", "restart", service)
-		waitReady(t, 3*time.Minute)
-	}
+	orig := mustInNode(t, cpNode, "cat", npConfig) + "\n"
 	t.Cleanup(func() {
-		writeConfig(orig)
+		writeControlPlaneConfig(t, orig)
 		// resetNode holds 2-minute kubelet certificates: a fresh join gives
 		// it the default lifetime again.
 		reset(t, resetNode)
 		rejoin(t, cs, resetNode)
 		t.Logf("whole test with the restore: %s", time.Since(begin).Round(time.Second))
 	})
-	writeConfig(orig + renewConfig)
+	writeControlPlaneConfig(t, orig+renewConfig)
 	if inNode(t, cpNode, "test", "-x", "/usr/local/bin/node-agent").code != 0 {
 		mustInNode(t, cpNode, "install", "-m", "0755", binDir+"/node-agent", "/usr/local/bin/node-agent")
 	}
@@ -213,4 +205,15 @@ func apiServerAddr(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return u.Host
+}
+
+// writeControlPlaneConfig replaces lab-cp's config file, restarts the
+// control plane and waits until it is ready.
+func writeControlPlaneConfig(t *testing.T, cfg string) {
+	t.Helper()
+	if r := inNodeStdin(t, cpNode, strings.NewReader(cfg), "sh", "-c", "cat >"+npConfig+".new && mv "+npConfig+".new "+npConfig); r.code != 0 {
+		t.Fatalf("write %s: %s", npConfig, r)
+	}
+	mustInNode(t, cpNode, "systemctl", "restart", service)
+	waitReady(t, 3*time.Minute)
 }
