@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
 )
 
@@ -151,9 +152,18 @@ func testCertRenewalLive(t *testing.T) {
 		rotatedAfter = time.Since(windowStart)
 		return s.Cmp(kubeletSerial) != 0, "serial " + kubeletSerial.String()
 	})
-	// Past the rotation node-agent's own clients (and kube-proxy) go on:
-	// the Node stays Ready with fresh heartbeats.
-	waitNodeReady(t, cs, resetNode, time.Now(), 60*time.Second)
+	// Past the rotation the kubelet goes on with its new certificate: it
+	// renews its Lease (every 10 s) and the Node stays Ready.
+	rotated := time.Now()
+	poll(t, 40*time.Second, time.Second, resetNode+": Lease renewed after the rotation", func() (bool, string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		lease, err := cs.CoordinationV1().Leases("kube-node-lease").Get(ctx, resetNode, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		return lease.Spec.RenewTime != nil && lease.Spec.RenewTime.After(rotated), fmt.Sprintf("renewed %v", lease.Spec.RenewTime)
+	})
 
 	cancel()
 	wg.Wait()
