@@ -160,7 +160,8 @@ func writeKeyPair(base string, kp *KeyPair) error {
 		return err
 	}
 	// Key first: a cert without its key is treated as missing on next start.
-	if err := fsutil.WriteFileAtomic(base+".key", keyPEM, 0o600); err != nil {
+	// A renewal keeps the key: its file is left as it is.
+	if err := fsutil.WriteIfChanged(base+".key", keyPEM, 0o600); err != nil {
 		return err
 	}
 	return fsutil.WriteFileAtomic(base+".crt", EncodeCert(kp.Cert), 0o644)

@@ -26,6 +26,10 @@ func TestShortLifetimes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	statBefore, err := os.Stat(b1.Path(EtcdServer, ".key"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, events, _ := Ensure(p, now.Add(20*time.Second)); len(events) != 0 {
 		t.Fatalf("renewed before the threshold: %v", events)
 	}
@@ -44,7 +48,11 @@ func TestShortLifetimes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(keyBefore, keyAfter) {
+	statAfter, err := os.Stat(b1.Path(EtcdServer, ".key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(keyBefore, keyAfter) || !os.SameFile(statBefore, statAfter) {
 		t.Error("the renewal rewrote etcd/server.key; only the .crt may change")
 	}
 }
