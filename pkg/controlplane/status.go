@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
@@ -24,10 +23,10 @@ var healthOrder = []string{"etcd", "kube-apiserver", "kube-controller-manager", 
 // healthProbes returns, by component name, the endpoint that tells whether it
 // is healthy: start waits on them and status reports them.
 func healthProbes(c *config.ControlPlane, paths Paths) (map[string]healthProbe, error) {
-	admin, err := clientcmd.BuildConfigFromFlags("", paths.Kubeconfig(pki.SuperAdmin))
-	if err != nil {
-		return nil, fmt.Errorf("cannot read credentials: %w", err)
-	}
+	// The certificate files, not the super-admin kubeconfig's copy: the
+	// probes live as long as the process, and client-go reloads only files.
+	admin := &rest.Config{Host: LocalServer(c), TLSClientConfig: rest.TLSClientConfig{
+		CAFile: paths.Cert(pki.ClusterCA), CertFile: paths.Cert(pki.SuperAdmin), KeyFile: paths.Key(pki.SuperAdmin)}}
 	loopback := loopbackProbeConfig(paths)
 	endpoints := map[string]struct {
 		cfg *rest.Config
@@ -43,7 +42,7 @@ func healthProbes(c *config.ControlPlane, paths Paths) (map[string]healthProbe, 
 	for name, e := range endpoints {
 		probe, err := newHealthProbe(e.cfg, e.url)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("cannot read credentials: %w", err)
 		}
 		probes[name] = probe
 	}

@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	certutil "k8s.io/client-go/util/cert"
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/cni/netpol"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/cni/network"
@@ -19,6 +20,7 @@ import (
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
 	csinode "github.com/vcluster-standalone/vcluster-standalone/pkg/csi/node"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/fsutil"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
 )
 
 // Options are what `node-agent run` passes in.
@@ -39,6 +41,12 @@ func Run(ctx context.Context, o Options) error {
 	rc, err := NodeRESTConfig(o.Node)
 	if err != nil {
 		return err
+	}
+	// kube-proxy and our own clients read the kubelet's rotating client
+	// certificate file; the kubelet rotates it with at least a tenth of its
+	// lifetime left.
+	if certs, err := certutil.CertsFromFile(rc.TLSClientConfig.CertFile); err == nil {
+		pki.TuneClientCertReload(certs[0].NotAfter.Sub(certs[0].NotBefore) / 10)
 	}
 	cs, err := kubernetes.NewForConfig(rc)
 	if err != nil {

@@ -25,3 +25,17 @@ func (b *Bundle) Kubeconfig(server, user string) ([]byte, error) {
 	cfg.CurrentContext = context
 	return clientcmd.Write(*cfg)
 }
+
+// FileKubeconfig is Kubeconfig for the control plane's own components: it
+// names the cluster CA and the client pair by path instead of embedding
+// them, so client-go reloads a renewed certificate (it does so only for
+// files) in a process that keeps running.
+func (b *Bundle) FileKubeconfig(server, user string) ([]byte, error) {
+	context := user + "@" + ClusterName
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters[ClusterName] = &clientcmdapi.Cluster{Server: server, CertificateAuthority: b.Path(ClusterCA, ".crt")}
+	cfg.AuthInfos[user] = &clientcmdapi.AuthInfo{ClientCertificate: b.Path(user, ".crt"), ClientKey: b.Path(user, ".key")}
+	cfg.Contexts[context] = &clientcmdapi.Context{Cluster: ClusterName, AuthInfo: user}
+	cfg.CurrentContext = context
+	return clientcmd.Write(*cfg)
+}

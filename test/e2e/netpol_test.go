@@ -506,11 +506,7 @@ func npSetPublicEgress(t *testing.T, enabled bool) {
 	orig := mustInNode(t, cpNode, "cat", npConfig) + "\n"
 	write := func(cfg string) {
 		t.Helper()
-		if r := inNodeStdin(t, cpNode, strings.NewReader(cfg), "sh", "-c", "cat >"+npConfig+".new && mv "+npConfig+".new "+npConfig); r.code != 0 {
-			t.Fatalf("write %s: %s", npConfig, r)
-		}
-		mustInNode(t, cpNode, "systemctl", "restart", service)
-		waitReady(t, 3*time.Minute)
+		writeControlPlaneConfig(t, cfg)
 		for _, n := range allNodes {
 			mustInNode(t, n, "systemctl", "restart", nodeAgentUnit)
 		}

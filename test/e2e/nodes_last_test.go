@@ -23,6 +23,9 @@ func TestRegistryMirror(t *testing.T) { testRegistryMirror(t) }
 func TestStorageCSISanity(t *testing.T) { testStorageCSISanity(t) }
 func TestStorageVolumes(t *testing.T)   { testStorageVolumes(t) }
 
+// Live certificate renewal (certs_renewal_test.go) needs the joined nodes.
+func TestCertRenewalLive(t *testing.T) { testCertRenewalLive(t) }
+
 func TestPrivateNodesUninstall(t *testing.T) {
 	track(t)
 	if reuseLab {
