@@ -124,14 +124,17 @@ func (m *Manager) Failed() <-chan error {
 	return m.failed
 }
 
-// Stop stops every started component in reverse order and returns all errors.
+// Stop stops every started component in reverse order and returns all
+// errors. Each stop is reported with its duration, so a slow stop is visible.
 func (m *Manager) Stop() error {
 	var errs []error
 	for i := len(m.started) - 1; i >= 0; i-- {
 		c := m.started[i]
+		begin := time.Now()
 		if err := c.Stop(); err != nil {
 			errs = append(errs, fmt.Errorf("failed to stop %s: %w", c.Name(), err))
 		}
+		fmt.Fprintf(m.progress, "%s stopped in %.1fs\n", c.Name(), time.Since(begin).Seconds())
 	}
 	m.started = nil
 	return errors.Join(errs...)

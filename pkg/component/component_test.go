@@ -95,6 +95,9 @@ func TestStartInOrderStopInReverse(t *testing.T) {
 	if !strings.Contains(progress.String(), "starting b...") || !strings.Contains(progress.String(), "b ready in") {
 		t.Fatalf("progress lines missing:\n%s", progress.String())
 	}
+	if !strings.Contains(progress.String(), "b stopped in") {
+		t.Fatalf("stop lines missing:\n%s", progress.String())
+	}
 	if err := m.Stop(); err != nil || strings.Count(j.String(), "stop:a") != 1 {
 		t.Fatal("a second Stop must be a no-op")
 	}

@@ -35,6 +35,14 @@ type Options struct {
 // readyTimeout bounds how long any one component may take to become ready.
 const readyTimeout = 3 * time.Minute
 
+// Stop budget. A whole stop takes 1-2 s (the API server ends watches at once,
+// see apiServerArgs); these bound a component that hangs, so the process
+// still exits, etcd closed, well within the unit's TimeoutStopSec (20 s).
+const (
+	apiServerStopTimeout  = 5 * time.Second
+	controllerStopTimeout = 3 * time.Second // controller-manager, scheduler
+)
+
 // Run prepares the data dir and runs the control plane until ctx ends or a
 // component fails. It returns nil only after a requested, clean shutdown.
 func Run(ctx context.Context, o Options) error {
@@ -87,15 +95,23 @@ func Run(ctx context.Context, o Options) error {
 	case <-ctx.Done():
 		notify("STOPPING=1")
 		fmt.Fprintf(progress, "stopping\n")
-		return mgr.Stop()
+		return stopAll(mgr, progress)
 	case err := <-mgr.Failed():
 		notify("STOPPING=1")
 		klog.ErrorS(err, "component failed, stopping the control plane")
-		if stopErr := mgr.Stop(); stopErr != nil {
+		if stopErr := stopAll(mgr, progress); stopErr != nil {
 			klog.ErrorS(stopErr, "errors while stopping")
 		}
 		return err
 	}
+}
+
+// stopAll stops every component in reverse order and reports how long it took.
+func stopAll(mgr *component.Manager, progress io.Writer) error {
+	begin := time.Now()
+	err := mgr.Stop()
+	fmt.Fprintf(progress, "control plane stopped in %.1fs\n", time.Since(begin).Seconds())
+	return err
 }
 
 // preparePKI ensures every certificate and reports what it generated or renewed.
@@ -181,9 +197,9 @@ func newComponents(c *config.ControlPlane, paths Paths, bundle *pki.Bundle, prog
 	}
 	components := []component.Component{
 		newEtcd(paths, c.Ports.EtcdClient, c.Ports.EtcdPeer),
-		&apiServer{upstreamServer{args: mergeArgs(apiServerArgs(c, paths, encryption), c.ExtraArgs.APIServer), health: health["kube-apiserver"], stopTimeout: 30 * time.Second, settleBeforeStop: true}},
-		&controllerManager{upstreamServer{args: mergeArgs(controllerManagerArgs(c, paths), c.ExtraArgs.ControllerManager), health: health["kube-controller-manager"], stopTimeout: 20 * time.Second}},
-		&scheduler{upstreamServer{args: mergeArgs(schedulerArgs(c, paths), c.ExtraArgs.Scheduler), health: health["kube-scheduler"], stopTimeout: 20 * time.Second}},
+		&apiServer{upstreamServer{args: mergeArgs(apiServerArgs(c, paths, encryption), c.ExtraArgs.APIServer), health: health["kube-apiserver"], stopTimeout: apiServerStopTimeout, settleBeforeStop: true}},
+		&controllerManager{upstreamServer{args: mergeArgs(controllerManagerArgs(c, paths), c.ExtraArgs.ControllerManager), health: health["kube-controller-manager"], stopTimeout: controllerStopTimeout}},
+		&scheduler{upstreamServer{args: mergeArgs(schedulerArgs(c, paths), c.ExtraArgs.Scheduler), health: health["kube-scheduler"], stopTimeout: controllerStopTimeout}},
 		&bootstrapObjects{kubeconfig: paths.Kubeconfig(pki.SuperAdmin)},
 	}
 	components = append(components, joinComponents(c, paths)...)

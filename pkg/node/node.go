@@ -68,9 +68,11 @@ func Run(ctx context.Context, o Options) error {
 	case runErr = <-m.Failed():
 	}
 	o.Notify("STOPPING=1")
+	stopBegin := time.Now()
 	if stopErr := m.Stop(); stopErr != nil && runErr == nil {
 		runErr = stopErr
 	}
+	fmt.Fprintf(o.Progress, "node-agent stopped in %.1fs\n", time.Since(stopBegin).Seconds())
 	return runErr
 }
 
