@@ -30,7 +30,13 @@ type Options struct {
 	Config   *config.ControlPlane
 	Progress io.Writer          // progress lines for the user
 	Notify   func(state string) // sd_notify; may be nil
+	// RunDir holds state that must survive a restart but not a reboot, and
+	// never lives on the data dir's disk; "" means DefaultRunDir.
+	RunDir string
 }
+
+// DefaultRunDir is the control plane's runtime state directory (a tmpfs).
+const DefaultRunDir = "/run/vcluster-standalone"
 
 // readyTimeout bounds how long any one component may take to become ready.
 const readyTimeout = 3 * time.Minute
@@ -62,6 +68,18 @@ func Run(ctx context.Context, o Options) error {
 	}
 	removeIfNew, err := prepareDataDir(c.DataDir)
 	if err != nil {
+		return err
+	}
+	runDir := o.RunDir
+	if runDir == "" {
+		runDir = DefaultRunDir
+	}
+	if err := waitForSpace(ctx, c.DataDir, runDir, progress); err != nil {
+		removeIfNew()
+		if ctx.Err() != nil {
+			fmt.Fprintf(progress, "stopped while waiting for free space\n")
+			return nil
+		}
 		return err
 	}
 	paths := Paths{DataDir: c.DataDir}
@@ -195,8 +213,10 @@ func newComponents(c *config.ControlPlane, paths Paths, bundle *pki.Bundle, prog
 	if err != nil {
 		return nil, err
 	}
+	store := newEtcd(paths, c.Ports.EtcdClient, c.Ports.EtcdPeer)
 	components := []component.Component{
-		newEtcd(paths, c.Ports.EtcdClient, c.Ports.EtcdPeer),
+		store,
+		&diskGuard{dir: c.DataDir, etcd: store},
 		&apiServer{upstreamServer{args: mergeArgs(apiServerArgs(c, paths, encryption), c.ExtraArgs.APIServer), health: health["kube-apiserver"], stopTimeout: apiServerStopTimeout, settleBeforeStop: true}},
 		&controllerManager{upstreamServer{args: mergeArgs(controllerManagerArgs(c, paths), c.ExtraArgs.ControllerManager), health: health["kube-controller-manager"], stopTimeout: controllerStopTimeout}},
 		&scheduler{upstreamServer{args: mergeArgs(schedulerArgs(c, paths), c.ExtraArgs.Scheduler), health: health["kube-scheduler"], stopTimeout: controllerStopTimeout}},

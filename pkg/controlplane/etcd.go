@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
@@ -63,6 +64,11 @@ func (e *etcd) Init(context.Context) error {
 	// Left at zero, etcd logs every request as "expensive".
 	cfg.WarningUnaryRequestDuration = embed.DefaultWarningUnaryRequestDuration
 	cfg.LogOutputs = []string{"stderr"}
+	lg, err := etcdLogger(e.paths.DataDir, os.Stderr)
+	if err != nil {
+		return fmt.Errorf("failed to set up etcd's logger: %w", err)
+	}
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(lg)
 	// Only the apiserver talks to etcd, over gRPC: the JSON gateway is dead weight.
 	cfg.EnableGRPCGateway = false
 	e.cfg = cfg
