@@ -83,6 +83,9 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	paths := Paths{DataDir: c.DataDir}
+	if err := checkClockAgainstCAs(paths, time.Now()); err != nil {
+		return err
+	}
 	fmt.Fprintf(progress, "preparing certificates and configuration in %s\n", c.DataDir)
 	bundle, err := preparePKI(c, paths, progress)
 	if err == nil {
