@@ -157,8 +157,8 @@ func failuresBefore(record string) int {
 
 // diskGuard stops etcd's writes (NOSPACE alarm) while the data dir's
 // filesystem is nearly full and lets them resume once it has room. It only
-// disarms an alarm while etcd's database is below its quota, so a real quota
-// alarm stays for the operator (compact, defragment, then disarm).
+// disarms an alarm while etcd's database is well below its quota (90 %), so
+// a real quota alarm stays for the operator (compact, defragment, disarm).
 type diskGuard struct {
 	dir  string
 	etcd *etcd
@@ -210,7 +210,7 @@ func (g *diskGuard) check(ctx context.Context) {
 		if _, err := s.Alarm(ctx, &pb.AlarmRequest{Action: pb.AlarmRequest_ACTIVATE, MemberID: uint64(s.MemberID()), Alarm: pb.AlarmType_NOSPACE}); err != nil {
 			klog.ErrorS(err, "failed to raise etcd's NOSPACE alarm")
 		}
-	case free >= startMinFree && alarmed && s.Backend().Size() < quotaBytes(s.Cfg.QuotaBackendBytes):
+	case free >= startMinFree && alarmed && s.Backend().Size() < quotaBytes(s.Cfg.QuotaBackendBytes)*9/10:
 		if _, err := s.Alarm(ctx, &pb.AlarmRequest{Action: pb.AlarmRequest_DEACTIVATE, MemberID: uint64(s.MemberID()), Alarm: pb.AlarmType_NOSPACE}); err != nil {
 			klog.ErrorS(err, "failed to disarm etcd's NOSPACE alarm")
 			return

@@ -50,15 +50,8 @@ func TestControlPlaneStopIsQuick(t *testing.T) {
 func TestNodeAgentStopIsQuick(t *testing.T) {
 	track(t)
 	cs := clientset(t)
-	importBusybox(t, podNode)
-	ns := testNamespace(t, cs, "e2e-stop")
 	const marker = "sleep 86403"
-	p := startPod(t, cs, ns, busyboxPod("sleeper", podNode, strings.Fields(marker)...), 90*time.Second)
-	cid, restarts := containerOf(p)
-	proc := pidOf(t, podNode, marker)
-	if cid == "" || proc == "" {
-		t.Fatalf("pod container %q, its process %q in %s: want both", cid, proc, podNode)
-	}
+	ns, cid, restarts, proc := startSleeper(t, cs, "e2e-stop", marker)
 
 	took, journal := timedStop(t, podNode, nodeAgentUnit)
 	t.Logf("systemctl stop %s took %s", nodeAgentUnit, took.Round(10*time.Millisecond))
