@@ -44,8 +44,8 @@ const readyTimeout = 3 * time.Minute
 // Stop budget. A whole stop takes 1-2 s (the API server ends watches at once,
 // see apiServerArgs); these bound a component that hangs, so the process
 // still exits, etcd closed, within the unit's TimeoutStopSec (30 s): at worst
-// 5+5 s for the API server (settle, stop), 3+3 s for the controllers and 10 s
-// for etcd.
+// 5 s for the API server, 3+3 s for the controllers and 10 s for etcd (or,
+// stopped during start, settleTimeout and the API server's and etcd's).
 const (
 	apiServerStopTimeout  = 5 * time.Second
 	controllerStopTimeout = 3 * time.Second // controller-manager, scheduler
