@@ -55,6 +55,8 @@ for room, up to 4 minutes, and starts as soon as there is.`,
 			Config:   c,
 			Progress: os.Stderr,
 			Notify:   notify,
+			// Set by systemd (RuntimeDirectory= in the unit).
+			RunDir: os.Getenv("RUNTIME_DIRECTORY"),
 		})
 	}
 	return cmd

@@ -30,13 +30,11 @@ type Options struct {
 	Config   *config.ControlPlane
 	Progress io.Writer          // progress lines for the user
 	Notify   func(state string) // sd_notify; may be nil
-	// RunDir holds state that must survive a restart but not a reboot, and
-	// never lives on the data dir's disk; "" means DefaultRunDir.
+	// RunDir holds what a start remembers of the previous one (systemd's
+	// RuntimeDirectory, kept across restarts, never on the data dir's
+	// disk); "" means each start is a first one.
 	RunDir string
 }
-
-// DefaultRunDir is the control plane's runtime state directory (a tmpfs).
-const DefaultRunDir = "/run/vcluster-standalone"
 
 // readyTimeout bounds how long any one component may take to become ready.
 const readyTimeout = 3 * time.Minute
@@ -72,11 +70,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	runDir := o.RunDir
-	if runDir == "" {
-		runDir = DefaultRunDir
-	}
-	if err := waitForSpace(ctx, c.DataDir, runDir, progress); err != nil {
+	if err := waitForSpace(ctx, c.DataDir, o.RunDir, progress); err != nil {
 		removeIfNew()
 		if ctx.Err() != nil {
 			fmt.Fprintf(progress, "stopped while waiting for free space\n")

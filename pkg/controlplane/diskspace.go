@@ -105,19 +105,23 @@ func checkFreeSpace(dir string) error {
 // 12) has no growing RestartSec (RestartSteps needs 254), and a plain
 // restart every 2 s would only repeat the same line. So the first failure
 // is returned at once (`systemctl start` reports it), and a repeat of it
-// within backoffReset (remembered in stateDir, a tmpfs, never the full disk)
-// waits: up to 15 s, 30 s, ... 4 min, checking every 2 s, and starts as soon
-// as there is room; only when the time is up does it return the error, and
-// systemd's next restart waits again. ctx ends the wait at once (stop).
+// within backoffReset (remembered in stateDir: systemd's RuntimeDirectory, a
+// tmpfs kept across restarts, never the full disk) waits: up to 15 s, 30 s,
+// ... 4 min, checking every 2 s, and starts as soon as there is room; only
+// when the time is up does it return the error, and systemd's next restart
+// waits again. ctx ends the wait at once (stop). Without stateDir every
+// start is a first one.
 func waitForSpace(ctx context.Context, dir, stateDir string, progress io.Writer) error {
 	err := checkFreeSpace(dir)
+	if stateDir == "" {
+		return err
+	}
 	record := filepath.Join(stateDir, "no-space-"+strings.NewReplacer("/", "_").Replace(filepath.Clean(dir)))
 	if err == nil {
 		os.Remove(record)
 		return nil
 	}
 	n := failuresBefore(record)
-	_ = os.MkdirAll(stateDir, 0o700)
 	_ = os.WriteFile(record, []byte(fmt.Sprint(n+1)), 0o600)
 	if n == 0 {
 		return err

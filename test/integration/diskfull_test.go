@@ -28,6 +28,8 @@ func TestFullDisk(t *testing.T) {
 		t.Skip("mounting a tmpfs needs root")
 	}
 	cp := newControlPlane(t, "--join-node=false")
+	// As systemd's RuntimeDirectory= gives it: kept across the starts below.
+	cp.env = []string{"RUNTIME_DIRECTORY=" + t.TempDir()}
 	mountTmpfs(t, cp.dataDir, "400m")
 	cp.start()
 	admin := cp.client()
