@@ -12,9 +12,6 @@ import (
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-	"go.etcd.io/etcd/client/pkg/v3/logutil"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 	"k8s.io/klog/v2"
 )
 
@@ -238,23 +235,4 @@ func (g *diskGuard) Stop() error {
 	g.cancel()
 	<-g.done
 	return nil
-}
-
-// etcdLogger is etcd's own logger (warnings and up, to stderr) plus one
-// line of ours when etcd gives up (a "fatal" entry, after which it exits the
-// process): on a full disk, the same line start prints.
-func etcdLogger(dataDir string, out io.Writer) (*zap.Logger, error) {
-	zc := logutil.DefaultZapLoggerConfig
-	zc.Level = zap.NewAtomicLevelAt(zap.WarnLevel)
-	return zc.Build(zap.Hooks(func(e zapcore.Entry) error {
-		if e.Level < zapcore.DPanicLevel {
-			return nil
-		}
-		if err := checkFreeSpace(dataDir); err != nil {
-			fmt.Fprintf(out, "error: etcd stopped the control plane (%s): %v\n", e.Message, err)
-		} else {
-			fmt.Fprintf(out, "error: etcd stopped the control plane: %s (see the lines above)\n", e.Message)
-		}
-		return nil
-	}))
 }
