@@ -26,7 +26,11 @@ func newStartCommand() *cobra.Command {
 On first start it generates the cluster's CAs, certificates, service-account
 keys and secrets-encryption key in the data dir; later starts reuse them and
 renew leaf certificates that expire within 90 days. Under systemd it reports
-READY=1 once /readyz answers ok.`,
+READY=1 once /readyz answers ok; SIGTERM stops it within seconds.
+
+With less than 128 MiB free on the data dir's filesystem it fails in one line;
+started again within 10 minutes while still full (systemd's restart), it waits
+for room, up to 4 minutes, and starts as soon as there is.`,
 		Example: `  # with /etc/vcluster-standalone/config.yaml and defaults
   vcluster-standalone start
 
@@ -51,6 +55,8 @@ READY=1 once /readyz answers ok.`,
 			Config:   c,
 			Progress: os.Stderr,
 			Notify:   notify,
+			// Set by systemd (RuntimeDirectory= in the unit).
+			RunDir: os.Getenv("RUNTIME_DIRECTORY"),
 		})
 	}
 	return cmd

@@ -36,6 +36,11 @@ type Failer interface {
 
 // Manager starts components in order and stops them in reverse.
 type Manager struct {
+	// StopTimeout, when set, bounds each component's Stop: one that takes
+	// longer is reported and left to end with the process, and the next is
+	// stopped. Zero waits for every Stop.
+	StopTimeout time.Duration
+
 	components   []Component
 	started      []Component
 	readyTimeout time.Duration
@@ -124,15 +129,34 @@ func (m *Manager) Failed() <-chan error {
 	return m.failed
 }
 
-// Stop stops every started component in reverse order and returns all errors.
+// Stop stops every started component in reverse order and returns all
+// errors. Each stop is reported with its duration, so a slow stop is visible.
 func (m *Manager) Stop() error {
 	var errs []error
 	for i := len(m.started) - 1; i >= 0; i-- {
 		c := m.started[i]
-		if err := c.Stop(); err != nil {
+		begin := time.Now()
+		if err := m.stopOne(c); err != nil {
 			errs = append(errs, fmt.Errorf("failed to stop %s: %w", c.Name(), err))
+			fmt.Fprintf(m.progress, "%s: %v\n", c.Name(), err)
+			continue
 		}
+		fmt.Fprintf(m.progress, "%s stopped in %.1fs\n", c.Name(), time.Since(begin).Seconds())
 	}
 	m.started = nil
 	return errors.Join(errs...)
+}
+
+func (m *Manager) stopOne(c Component) error {
+	if m.StopTimeout <= 0 {
+		return c.Stop()
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Stop() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(m.StopTimeout):
+		return fmt.Errorf("did not stop within %s; left to end with the process", m.StopTimeout)
+	}
 }

@@ -18,6 +18,7 @@ type fake struct {
 	startErr   error
 	readyErr   error
 	readyDelay time.Duration
+	stopBlock  chan struct{} // Stop waits for it when set
 	failed     chan error
 }
 
@@ -58,8 +59,33 @@ func (f *fake) Ready(ctx context.Context) error {
 }
 func (f *fake) Failed() <-chan error { return f.failed }
 func (f *fake) Stop() error {
+	if f.stopBlock != nil {
+		<-f.stopBlock
+	}
 	f.journal.add("stop:" + f.name)
 	return nil
+}
+
+// TestStopTimeout: a Stop that hangs is reported and the next component is
+// stopped anyway.
+func TestStopTimeout(t *testing.T) {
+	j := &journal{}
+	fs := fakes(j, "a", "b")
+	fs[1].stopBlock = make(chan struct{})
+	defer close(fs[1].stopBlock)
+	var progress bytes.Buffer
+	m := NewManager(time.Second, &progress, asComponents(fs)...)
+	m.StopTimeout = 50 * time.Millisecond
+	if err := m.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	err := m.Stop()
+	if err == nil || !strings.Contains(err.Error(), "failed to stop b: did not stop within 50ms") {
+		t.Fatalf("Stop: %v", err)
+	}
+	if !strings.Contains(j.String(), "stop:a") || !strings.Contains(progress.String(), "b: did not stop within") {
+		t.Fatalf("a not stopped after b hung: %s\n%s", j, progress.String())
+	}
 }
 
 func fakes(j *journal, names ...string) []*fake {
@@ -94,6 +120,9 @@ func TestStartInOrderStopInReverse(t *testing.T) {
 	}
 	if !strings.Contains(progress.String(), "starting b...") || !strings.Contains(progress.String(), "b ready in") {
 		t.Fatalf("progress lines missing:\n%s", progress.String())
+	}
+	if !strings.Contains(progress.String(), "b stopped in") {
+		t.Fatalf("stop lines missing:\n%s", progress.String())
 	}
 	if err := m.Stop(); err != nil || strings.Count(j.String(), "stop:a") != 1 {
 		t.Fatal("a second Stop must be a no-op")

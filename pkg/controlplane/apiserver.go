@@ -64,6 +64,14 @@ func apiServerArgs(c *config.ControlPlane, p Paths, encryption bool) map[string]
 		"audit-log-maxsize":                       "100",
 		// Events are written by a background goroutine, off the request path.
 		"audit-log-mode": "batch",
+		// A stop must be quick (systemd waits for it, and a restart is a
+		// stop first). Upstream's defaults wait up to --request-timeout (60 s)
+		// for open watches, which every client (this host's kubelet too)
+		// holds: end watches at once, answer requests that arrive while
+		// in-flight ones finish with 429 + Retry-After (clients retry), then
+		// give the HTTP server 2 s to close its connections.
+		"shutdown-watch-termination-grace-period": "2s",
+		"shutdown-send-retry-after":               "true",
 	}
 	if encryption {
 		args["encryption-provider-config"] = p.Generated("encryption-config.yaml")

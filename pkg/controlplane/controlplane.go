@@ -30,10 +30,24 @@ type Options struct {
 	Config   *config.ControlPlane
 	Progress io.Writer          // progress lines for the user
 	Notify   func(state string) // sd_notify; may be nil
+	// RunDir holds what a start remembers of the previous one (systemd's
+	// RuntimeDirectory, kept across restarts, never on the data dir's
+	// disk); "" means each start is a first one.
+	RunDir string
 }
 
 // readyTimeout bounds how long any one component may take to become ready.
 const readyTimeout = 3 * time.Minute
+
+// Stop budget. A whole stop takes 1-2 s (the API server ends watches at once,
+// see apiServerArgs); these bound a component that hangs, so the process
+// still exits, etcd closed, within the unit's TimeoutStopSec (30 s): at worst
+// 5 s for the API server, 3+3 s for the controllers and 10 s for etcd (or,
+// stopped during start, settleTimeout and the API server's and etcd's).
+const (
+	apiServerStopTimeout  = 5 * time.Second
+	controllerStopTimeout = 3 * time.Second // controller-manager, scheduler
+)
 
 // Run prepares the data dir and runs the control plane until ctx ends or a
 // component fails. It returns nil only after a requested, clean shutdown.
@@ -56,7 +70,18 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	if err := waitForSpace(ctx, c.DataDir, o.RunDir, progress); err != nil {
+		removeIfNew()
+		if ctx.Err() != nil {
+			fmt.Fprintf(progress, "stopped while waiting for free space\n")
+			return nil
+		}
+		return err
+	}
 	paths := Paths{DataDir: c.DataDir}
+	if err := checkClockAgainstCAs(paths, time.Now()); err != nil {
+		return err
+	}
 	fmt.Fprintf(progress, "preparing certificates and configuration in %s\n", c.DataDir)
 	bundle, err := preparePKI(c, paths, progress)
 	if err == nil {
@@ -87,15 +112,23 @@ func Run(ctx context.Context, o Options) error {
 	case <-ctx.Done():
 		notify("STOPPING=1")
 		fmt.Fprintf(progress, "stopping\n")
-		return mgr.Stop()
+		return stopAll(mgr, progress)
 	case err := <-mgr.Failed():
 		notify("STOPPING=1")
 		klog.ErrorS(err, "component failed, stopping the control plane")
-		if stopErr := mgr.Stop(); stopErr != nil {
+		if stopErr := stopAll(mgr, progress); stopErr != nil {
 			klog.ErrorS(stopErr, "errors while stopping")
 		}
 		return err
 	}
+}
+
+// stopAll stops every component in reverse order and reports how long it took.
+func stopAll(mgr *component.Manager, progress io.Writer) error {
+	begin := time.Now()
+	err := mgr.Stop()
+	fmt.Fprintf(progress, "control plane stopped in %.1fs\n", time.Since(begin).Seconds())
+	return err
 }
 
 // preparePKI ensures every certificate and reports what it generated or renewed.
@@ -156,11 +189,13 @@ func newComponents(c *config.ControlPlane, paths Paths, bundle *pki.Bundle, prog
 	if err != nil {
 		return nil, err
 	}
+	store := newEtcd(paths, c.Ports.EtcdClient, c.Ports.EtcdPeer)
 	components := []component.Component{
-		newEtcd(paths, c.Ports.EtcdClient, c.Ports.EtcdPeer),
-		&apiServer{upstreamServer{args: mergeArgs(apiServerArgs(c, paths, encryption), c.ExtraArgs.APIServer), health: health["kube-apiserver"], stopTimeout: 30 * time.Second, settleBeforeStop: true}},
-		&controllerManager{upstreamServer{args: mergeArgs(controllerManagerArgs(c, paths), c.ExtraArgs.ControllerManager), health: health["kube-controller-manager"], stopTimeout: 20 * time.Second}},
-		&scheduler{upstreamServer{args: mergeArgs(schedulerArgs(c, paths), c.ExtraArgs.Scheduler), health: health["kube-scheduler"], stopTimeout: 20 * time.Second}},
+		store,
+		&diskGuard{dir: c.DataDir, etcd: store},
+		&apiServer{upstreamServer{args: mergeArgs(apiServerArgs(c, paths, encryption), c.ExtraArgs.APIServer), health: health["kube-apiserver"], stopTimeout: apiServerStopTimeout, settleBeforeStop: true}},
+		&controllerManager{upstreamServer{args: mergeArgs(controllerManagerArgs(c, paths), c.ExtraArgs.ControllerManager), health: health["kube-controller-manager"], stopTimeout: controllerStopTimeout}},
+		&scheduler{upstreamServer{args: mergeArgs(schedulerArgs(c, paths), c.ExtraArgs.Scheduler), health: health["kube-scheduler"], stopTimeout: controllerStopTimeout}},
 		&bootstrapObjects{kubeconfig: paths.Kubeconfig(pki.SuperAdmin)},
 		newCertRenewal(c, paths, progress),
 	}

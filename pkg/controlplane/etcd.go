@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
@@ -30,6 +32,7 @@ type etcd struct {
 	server  *embed.Etcd
 	failed  chan error
 	stopped chan struct{}
+	closing atomic.Bool // a requested stop is under way
 }
 
 func newEtcd(paths Paths, clientPort, peerPort int) *etcd {
@@ -63,6 +66,11 @@ func (e *etcd) Init(context.Context) error {
 	// Left at zero, etcd logs every request as "expensive".
 	cfg.WarningUnaryRequestDuration = embed.DefaultWarningUnaryRequestDuration
 	cfg.LogOutputs = []string{"stderr"}
+	lg, err := etcdLogger(e.paths.DataDir, os.Stderr, &e.closing)
+	if err != nil {
+		return fmt.Errorf("failed to set up etcd's logger: %w", err)
+	}
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(lg)
 	// Only the apiserver talks to etcd, over gRPC: the JSON gateway is dead weight.
 	cfg.EnableGRPCGateway = false
 	e.cfg = cfg
@@ -101,6 +109,7 @@ func (e *etcd) Stop() error {
 		return nil
 	}
 	close(e.stopped)
+	e.closing.Store(true)
 	done := make(chan struct{})
 	go func() { e.server.Close(); close(done) }()
 	select {

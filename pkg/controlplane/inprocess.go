@@ -75,6 +75,10 @@ func (p *inProcess) stop(timeout time.Duration) error {
 	}
 }
 
+// settleTimeout bounds the wait of a settleBeforeStop server: it matters only
+// for a stop during start, when the API server's post-start hooks still run.
+const settleTimeout = 15 * time.Second
+
 // upstreamServer is the part the in-process Kubernetes servers share: each
 // embeds it and only builds its options and Run function in Start.
 type upstreamServer struct {
@@ -104,7 +108,7 @@ func (u *upstreamServer) Stop() error {
 		return nil
 	}
 	if u.settleBeforeStop {
-		ctx, cancel := context.WithTimeout(context.Background(), u.stopTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
 		u.health.wait(ctx, u.proc) // best effort: stop anyway when it times out
 		cancel()
 	}

@@ -28,6 +28,12 @@ import (
 // discoveryPath is the only request discovery makes, without credentials.
 const discoveryPath = "/api/v1/namespaces/kube-public/configmaps/" + bootstrapapi.ConfigMapClusterInfo
 
+// MaxClockSkew is how far this node's clock may be from the API server's.
+// The cluster's signer backdates the certificates it issues by 5 minutes;
+// beyond that a node's TLS fails ("certificate has expired or is not yet
+// valid") without saying that the clock is the cause.
+const MaxClockSkew = 5 * time.Minute
+
 // Discovery finds and authenticates the cluster before any credential is sent.
 type Discovery struct {
 	// Server is the API server URL given by the user.
@@ -40,6 +46,9 @@ type Discovery struct {
 	SignatureWait time.Duration
 	// ConnectTimeout is how long to retry while the server is unreachable.
 	ConnectTimeout time.Duration
+	// Now is this node's clock, compared with the server's (HTTP Date);
+	// nil means time.Now.
+	Now func() time.Time
 }
 
 // DiscoveredCluster is what discovery established: the server and its CA.
@@ -153,7 +162,7 @@ func (d *Discovery) getClusterInfo(ctx context.Context, client *http.Client) (*c
 	deadline := time.Now().Add(d.ConnectTimeout)
 	url := strings.TrimSuffix(d.Server, "/") + discoveryPath
 	for {
-		cm, retry, err := getOnce(ctx, client, url)
+		cm, retry, err := d.getOnce(ctx, client, url)
 		if err == nil {
 			return cm, nil
 		}
@@ -168,7 +177,7 @@ func (d *Discovery) getClusterInfo(ctx context.Context, client *http.Client) (*c
 	}
 }
 
-func getOnce(ctx context.Context, client *http.Client, url string) (cm *corev1.ConfigMap, retry bool, err error) {
+func (d *Discovery) getOnce(ctx context.Context, client *http.Client, url string) (cm *corev1.ConfigMap, retry bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -186,6 +195,11 @@ func getOnce(ctx context.Context, client *http.Client, url string) (cm *corev1.C
 		return nil, true, fmt.Errorf("cannot reach the API server: %v", singleLine(err))
 	}
 	defer resp.Body.Close()
+	// The first, unverified fetch needs no trust in time; the verified one
+	// and everything after it do: say so before a TLS error would.
+	if err := d.checkClock(resp.Header.Get("Date")); err != nil {
+		return nil, false, err
+	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
 		return nil, true, fmt.Errorf("cannot read cluster-info: %v", err)
@@ -205,6 +219,30 @@ func getOnce(ctx context.Context, client *http.Client, url string) (cm *corev1.C
 		return nil, false, fmt.Errorf("cluster-info is not a ConfigMap: %v", err)
 	}
 	return cm, false, nil
+}
+
+// checkClock compares this node's clock with the server's HTTP Date header
+// (one-second resolution); a response without one is not judged.
+func (d *Discovery) checkClock(date string) error {
+	server, err := http.ParseTime(date)
+	if err != nil {
+		return nil
+	}
+	now := time.Now
+	if d.Now != nil {
+		now = d.Now
+	}
+	local := now()
+	skew := local.Sub(server)
+	if skew.Abs() <= MaxClockSkew {
+		return nil
+	}
+	direction := "ahead of"
+	if skew < 0 {
+		direction = "behind"
+	}
+	return fmt.Errorf("this node's clock is %s %s the API server's (node %s, server %s; at most %s allowed): set the time (e.g. `timedatectl set-ntp true`) and join again (nothing was sent)",
+		skew.Abs().Round(time.Second), direction, local.UTC().Format(time.RFC3339), server.UTC().Format(time.RFC3339), MaxClockSkew)
 }
 
 // ParseServer checks an API server URL given by the user.

@@ -227,3 +227,40 @@ func TestDiscoveryServerNameNotInCertificate(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// TestDiscoveryClockSkew: a node clock more than MaxClockSkew from the
+// server's Date is refused in one line naming the clock, before any
+// credential is sent; within it, discovery succeeds.
+func TestDiscoveryClockSkew(t *testing.T) {
+	tok, err := join.ParseBootstrapToken(testToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		offset time.Duration
+		want   string // "" = success
+	}{
+		{-3 * time.Hour, "behind the API server's"},
+		{MaxClockSkew + 30*time.Second, "ahead of the API server's"},
+		{MaxClockSkew - 30*time.Second, ""},
+		{-(MaxClockSkew - 30*time.Second), ""},
+	}
+	for _, c := range cases {
+		t.Run(c.offset.String(), func(t *testing.T) {
+			f := newFakeAPI(t, true, signWith(testToken))
+			d := &Discovery{Server: f.srv.URL, Token: tok, CACertHashes: []string{f.pin()}, ConnectTimeout: time.Second,
+				Now: func() time.Time { return time.Now().Add(c.offset) }}
+			_, err := d.Discover(context.Background())
+			f.assertNoCredentials(t)
+			if c.want == "" {
+				if err != nil {
+					t.Fatalf("clock %s off: %v", c.offset, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "clock") || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("clock %s off: got %v, want one line containing %q", c.offset, err, c.want)
+			}
+		})
+	}
+}

@@ -99,7 +99,7 @@ func (j *NodeJoin) Run(ctx context.Context) (*NodeJoinResult, error) {
 	}
 
 	d := &Discovery{Server: j.Node.Server, Token: token, CACertHashes: j.CACertHashes,
-		SignatureWait: j.SignatureWait, ConnectTimeout: j.ConnectTimeout}
+		SignatureWait: j.SignatureWait, ConnectTimeout: j.ConnectTimeout, Now: now}
 	cluster, err := d.Discover(ctx)
 	if err != nil {
 		return nil, err

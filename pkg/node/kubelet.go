@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/pflag"
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
@@ -34,8 +35,12 @@ type Kubelet struct {
 	args   []string
 	server *kubeletoptions.KubeletServer
 	cancel context.CancelFunc
+	done   chan struct{} // closed when the kubelet's Run has returned
 	failed chan error
 }
+
+// kubeletStopTimeout bounds the wait for the kubelet's Run to return.
+const kubeletStopTimeout = 3 * time.Second
 
 // NewKubelet returns the kubelet component.
 func NewKubelet(n *config.Node, s config.ClusterSettings, host Host) *Kubelet {
@@ -121,7 +126,9 @@ func (k *Kubelet) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("failed to prepare the kubelet: %w", err)
 	}
+	k.done = make(chan struct{})
 	go func() {
+		defer close(k.done)
 		defer func() {
 			if r := recover(); r != nil {
 				k.failed <- fmt.Errorf("kubelet panicked: %v", r)
@@ -137,10 +144,18 @@ func (k *Kubelet) Start(ctx context.Context) error {
 
 func (k *Kubelet) Failed() <-chan error { return k.failed }
 
-// Stop ends the kubelet's run loop. Pods keep running in their shims.
+// Stop ends the kubelet's run loop and waits (briefly) for it to return, so
+// containerd, stopped next, no longer serves it. Pods keep running in their
+// shims.
 func (k *Kubelet) Stop() error {
-	if k.cancel != nil {
-		k.cancel()
+	if k.cancel == nil {
+		return nil
 	}
-	return nil
+	k.cancel()
+	select {
+	case <-k.done:
+		return nil
+	case <-time.After(kubeletStopTimeout):
+		return fmt.Errorf("kubelet did not stop within %s", kubeletStopTimeout)
+	}
 }

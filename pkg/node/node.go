@@ -65,6 +65,10 @@ func Run(ctx context.Context, o Options) error {
 		o.Node.NodeName, cgroupDriver(host), host.CgroupV1, settings.Backend)
 
 	m := component.NewManager(o.ReadyTimeout, o.Progress, components(o, rc, cs, dyn, settings, host)...)
+	// A stop must be quick (systemctl stop/restart wait for it) and loses
+	// nothing by leaving a hung part to the process's exit: containers live
+	// in their shims, containerd's and the kubelet's state is on disk.
+	m.StopTimeout = partStopTimeout
 	if err := m.Start(ctx); err != nil {
 		return err
 	}
@@ -76,11 +80,17 @@ func Run(ctx context.Context, o Options) error {
 	case runErr = <-m.Failed():
 	}
 	o.Notify("STOPPING=1")
+	stopBegin := time.Now()
 	if stopErr := m.Stop(); stopErr != nil && runErr == nil {
 		runErr = stopErr
 	}
+	fmt.Fprintf(o.Progress, "node-agent stopped in %.1fs\n", time.Since(stopBegin).Seconds())
 	return runErr
 }
+
+// partStopTimeout bounds each part's stop; containerd's own SIGTERM wait
+// (containerdStopTimeout) fits in it.
+const partStopTimeout = 4 * time.Second
 
 // components is the node, in start order.
 func components(o Options, rc *rest.Config, cs kubernetes.Interface, dyn dynamic.Interface, s config.ClusterSettings, host Host) []component.Component {

@@ -272,15 +272,8 @@ func portForwardGet(t *testing.T, ns, pod string, port int, path string) string 
 func TestNodeAgentKill9KeepsPods(t *testing.T) {
 	track(t)
 	cs := clientset(t)
-	importBusybox(t, podNode)
-	ns := testNamespace(t, cs, "e2e-kill9")
 	const marker = "sleep 86401"
-	p := startPod(t, cs, ns, busyboxPod("sleeper", podNode, strings.Fields(marker)...), 90*time.Second)
-	cid, restarts := containerOf(p)
-	proc := pidOf(t, podNode, marker)
-	if cid == "" || proc == "" {
-		t.Fatalf("pod container %q, its process %q in %s: want both", cid, proc, podNode)
-	}
+	ns, cid, restarts, proc := startSleeper(t, cs, "e2e-kill9", marker)
 	pid := agentPID(t, podNode)
 	nrestarts := agentProp(t, podNode, "NRestarts")
 

@@ -154,6 +154,22 @@ func testNamespace(t *testing.T, cs kubernetes.Interface, prefix string) string 
 	return ns.Name
 }
 
+// startSleeper runs pod "sleeper" (command marker, e.g. "sleep 86401") on
+// podNode in a new namespace and returns the namespace, its container ID and
+// restart count, and the PID of its process in the node.
+func startSleeper(t *testing.T, cs kubernetes.Interface, prefix, marker string) (ns, cid string, restarts int32, proc string) {
+	t.Helper()
+	importBusybox(t, podNode)
+	ns = testNamespace(t, cs, prefix)
+	p := startPod(t, cs, ns, busyboxPod("sleeper", podNode, strings.Fields(marker)...), 90*time.Second)
+	cid, restarts = containerOf(p)
+	proc = pidOf(t, podNode, marker)
+	if cid == "" || proc == "" {
+		t.Fatalf("pod container %q, its process %q in %s: want both", cid, proc, podNode)
+	}
+	return ns, cid, restarts, proc
+}
+
 // busyboxPod is a pod of the imported busybox image on node, never pulled.
 func busyboxPod(name, node string, command ...string) *corev1.Pod {
 	zero := int64(0)

@@ -52,6 +52,7 @@ type controlPlane struct {
 	exited     chan struct{} // closed when the process has exited
 	exitErr    error         // why it exited; read after exited is closed
 	notify     *notifySocket
+	env        []string // added to the process's environment
 	// The host's own node (joinNode, on by default) writes here, never to
 	// /etc or /var/lib.
 	localNodeConfig, localNodeDataDir, unitDir string
@@ -118,7 +119,7 @@ func (cp *controlPlane) startNoWait() error {
 	}
 	cp.cmd = exec.Command(binary, cp.args...)
 	cp.cmd.Stdout, cp.cmd.Stderr = logFile, logFile
-	cp.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+cp.notify.path)
+	cp.cmd.Env = append(append(os.Environ(), "NOTIFY_SOCKET="+cp.notify.path), cp.env...)
 	cp.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cp.cmd.Start(); err != nil {
 		return err

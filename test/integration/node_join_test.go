@@ -232,6 +232,28 @@ func TestNodeJoin(t *testing.T) {
 		}
 	})
 
+	t.Run("clock hours behind: one line naming the clock, the token never reaches the server", func(t *testing.T) {
+		d, n := newNJDirs(t), len(proxy.requests())
+		j := jc.nodeJoin(d, proxy.url, token, "node-clock", &njServices{})
+		j.Now = func() time.Time { return time.Now().Add(-3 * time.Hour) }
+		_, err := j.Run(context.Background())
+		if err == nil || !strings.Contains(err.Error(), "clock is") || !strings.Contains(err.Error(), "behind the API server's") || strings.Contains(err.Error(), "\n") {
+			t.Fatalf("join with a clock 3 h behind: %v, want one line about the clock", err)
+		}
+		reqs := proxy.requests()[n:]
+		if len(reqs) == 0 {
+			t.Fatal("no request reached the server: the test proves nothing")
+		}
+		for _, req := range reqs {
+			if req.contains(secret) || len(req.header["Authorization"]) > 0 {
+				t.Errorf("request sent with a skewed clock: %s %s %v", req.method, req.uri, req.header)
+			}
+		}
+		if len(d.snapshot(t)) != 0 {
+			t.Errorf("files written: %v", d.snapshot(t))
+		}
+	})
+
 	t.Run("malformed token: one-line error, nothing sent", func(t *testing.T) {
 		d, n := newNJDirs(t), len(proxy.requests())
 		r := runNodeAgent(t, nil, append([]string{"join", "--server", proxy.url, "--token", strings.Replace(token, ".", "-", 1), "--ca-cert-hash", jc.pin}, d.args()...)...)
