@@ -19,9 +19,18 @@ func (b *Bundle) Kubeconfig(server, user string) ([]byte, error) {
 	}
 	context := user + "@" + ClusterName
 	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters[ClusterName] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: EncodeCert(b.CAs[ClusterCA].Cert)}
-	cfg.AuthInfos[user] = &clientcmdapi.AuthInfo{ClientCertificateData: EncodeCert(client.Cert), ClientKeyData: keyPEM}
+	cfg.Clusters[ClusterName] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: b.TrustPEM(ClusterCA)}
+	cfg.AuthInfos[user] = &clientcmdapi.AuthInfo{ClientCertificateData: EncodeChain(client), ClientKeyData: keyPEM}
 	cfg.Contexts[context] = &clientcmdapi.Context{Cluster: ClusterName, AuthInfo: user}
 	cfg.CurrentContext = context
 	return clientcmd.Write(*cfg)
+}
+
+// TrustPEM is the PEM of ca's trust bundle (see Bundle.Trust).
+func (b *Bundle) TrustPEM(ca string) []byte {
+	var out []byte
+	for _, c := range b.Trust[ca] {
+		out = append(out, EncodeCert(c)...)
+	}
+	return out
 }
