@@ -212,6 +212,8 @@ func TestEveryConfigKeyHasAFlag(t *testing.T) {
 			args = append(args, "--"+f.Name+"=k=v")
 		case "bool":
 			args = append(args, "--"+f.Name+"=false")
+		case "duration":
+			args = append(args, "--"+f.Name+"=90s")
 		default:
 			args = append(args, "--"+f.Name+"=G=true")
 		}
@@ -225,7 +227,8 @@ func TestEveryConfigKeyHasAFlag(t *testing.T) {
 	// config where every field is set in YAML.
 	out, _ := yaml.Marshal(c)
 	data := string(out)
-	for _, key := range []string{"advertiseAddress", "bindAddress", "apiPort", "joinPort", "dataDir", "adminKubeconfig", "podCIDR", "serviceCIDR", "clusterDNS", "clusterDomain", "etcdClient", "etcdPeer", "controllerManager", "scheduler", "extraSANs", "apiServer", "featureGates", "podSecurityStandard", "enabled", "storage", "joinNode", "joinEndpoint", "configFile", "unitDir"} {
+	for _, key := range []string{"advertiseAddress", "bindAddress", "apiPort", "joinPort", "dataDir", "adminKubeconfig", "podCIDR", "serviceCIDR", "clusterDNS", "clusterDomain", "etcdClient", "etcdPeer", "controllerManager", "scheduler", "extraSANs", "apiServer", "featureGates", "podSecurityStandard", "enabled", "storage", "joinNode", "joinEndpoint", "configFile", "unitDir",
+		"leafLifetime", "renewBefore", "checkInterval", "signingDuration"} {
 		if !strings.Contains(data, key+":") {
 			t.Errorf("config key %s is not set by any flag", key)
 		}

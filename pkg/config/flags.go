@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/spf13/pflag"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // flagField ties a command-line flag to the config field it sets.
@@ -47,6 +48,10 @@ var controlPlaneFlags = []flagField{
 	{"public-egress-except", "range no pod may reach, whatever its policies say (repeatable; default " + DefaultMetadataAddress + ", the cloud metadata address)", func(c *ControlPlane) any { return &c.Policies.NetworkPolicy.Workload.PublicEgress.Except }},
 	{"secrets-encryption", "encrypt Secrets at rest (default true)", func(c *ControlPlane) any { return &c.SecretsEncryption.Enabled }},
 	{"storage", "run the built-in CSI driver's controller and write its StorageClass, CSIDriver and CRDs (default true)", func(c *ControlPlane) any { return &c.Storage.Enabled }},
+	{"cert-leaf-lifetime", "lifetime of the control plane's leaf certificates (default 8760h)", func(c *ControlPlane) any { return &c.Certificates.LeafLifetime }},
+	{"cert-renew-before", "renew a leaf certificate, while running, when this little time is left (default 2160h)", func(c *ControlPlane) any { return &c.Certificates.RenewBefore }},
+	{"cert-check-interval", "how often the running control plane checks its certificates (default 1h)", func(c *ControlPlane) any { return &c.Certificates.CheckInterval }},
+	{"cert-signing-duration", "lifetime of CSR-signed certificates: the nodes' kubelet client and serving certificates, rotated by the kubelets (default 8760h)", func(c *ControlPlane) any { return &c.Certificates.SigningDuration }},
 	{"join-node", "run workloads on the control-plane host too (default true)", func(c *ControlPlane) any { return &c.JoinNode }},
 	{"local-node-config-file", "with --join-node: where to write this host's node-agent config (default " + DefaultNodeConfigFile + ")", func(c *ControlPlane) any { return &c.LocalNode.ConfigFile }},
 	{"local-node-data-dir", "with --join-node: this host's node-agent data dir, for its credentials (default " + DefaultNodeDataDir + ")", func(c *ControlPlane) any { return &c.LocalNode.DataDir }},
@@ -74,6 +79,8 @@ func AddFlags(fs *pflag.FlagSet) *Flags {
 			fs.Var(&keyValues{m: p}, ff.name, ff.usage)
 		case *map[string]bool:
 			fs.Var(&gates{m: p}, ff.name, ff.usage)
+		case *metav1.Duration:
+			fs.DurationVar(&p.Duration, ff.name, 0, ff.usage)
 		case **bool:
 			fs.Var(&optionalBool{p: p}, ff.name, ff.usage)
 			fs.Lookup(ff.name).NoOptDefVal = "true"
@@ -109,6 +116,8 @@ func (f *Flags) Apply(c *ControlPlane) {
 			maps.Copy(*dst, *ff.field(&f.values).(*map[string]bool))
 		case **bool:
 			*dst = *ff.field(&f.values).(**bool)
+		case *metav1.Duration:
+			*dst = *ff.field(&f.values).(*metav1.Duration)
 		}
 	}
 }

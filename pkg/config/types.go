@@ -48,6 +48,8 @@ type ControlPlane struct {
 	Policies          PoliciesConfig          `json:"policies,omitempty"`
 	SecretsEncryption SecretsEncryptionConfig `json:"secretsEncryption,omitempty"`
 	Storage           StorageConfig           `json:"storage,omitempty"`
+	// Certificates sets leaf lifetimes and their renewal while running.
+	Certificates CertificatesConfig `json:"certificates,omitempty"`
 
 	// JoinNode makes the control-plane host a node too (it runs node-agent
 	// with credentials the control plane issues itself). Default true.

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"k8s.io/apiserver/pkg/server/dynamiccertificates"
 	"k8s.io/klog/v2"
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
@@ -97,6 +98,7 @@ type Endpoint struct {
 
 	server *http.Server
 	failed chan error
+	stop   context.CancelFunc // ends the certificate reloaders
 }
 
 func (e *Endpoint) Name() string { return "join endpoint" }
@@ -109,7 +111,10 @@ func (e *Endpoint) Init(context.Context) error {
 }
 
 func (e *Endpoint) Start(context.Context) error {
-	cert, err := tls.LoadX509KeyPair(e.CertFile, e.KeyFile)
+	// Served from the files, reloaded when they change (a renewal replaces
+	// the .crt; the key, hence the printed pin, stays): the reloaders the
+	// API server uses for its own serving certificate.
+	content, err := dynamiccertificates.NewDynamicServingContentFromFiles("join-endpoint", e.CertFile, e.KeyFile)
 	if err != nil {
 		return fmt.Errorf("failed to load the join endpoint certificate: %w", err)
 	}
@@ -117,12 +122,22 @@ func (e *Endpoint) Start(context.Context) error {
 	if err != nil {
 		return fmt.Errorf("failed to listen on %s: %w", e.Addr, err)
 	}
+	tlsConfig := pki.ServerTLSConfig()
+	certs := dynamiccertificates.NewDynamicServingCertificateController(tlsConfig, nil, content, nil, nil)
+	content.AddListener(certs)
+	if err := certs.RunOnce(); err != nil {
+		l.Close()
+		return fmt.Errorf("failed to load the join endpoint certificate: %w", err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	e.stop = stop
+	go content.Run(ctx, 1)
+	go certs.Run(1, ctx.Done())
+	tlsConfig = &tls.Config{GetConfigForClient: certs.GetConfigForClient}
 	if _, err := os.Stat(e.NodeAgent); err != nil {
 		klog.InfoS("node-agent binary not found; the join endpoint answers 404 for it until it is installed", "path", e.NodeAgent)
 	}
 	e.failed = make(chan error, 1)
-	tlsConfig := pki.ServerTLSConfig()
-	tlsConfig.Certificates = []tls.Certificate{cert}
 	e.server = &http.Server{
 		Handler:           NewEndpointHandler(e.InstallScript, e.NodeAgent, time.Now()),
 		TLSConfig:         tlsConfig,
@@ -144,6 +159,7 @@ func (e *Endpoint) Stop() error {
 	if e.server == nil {
 		return nil
 	}
+	defer e.stop()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	server := e.server

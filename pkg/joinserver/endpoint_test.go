@@ -96,6 +96,36 @@ func TestEndpointComponent(t *testing.T) {
 	if resp.StatusCode != 200 || string(body) != "script" {
 		t.Fatalf("%d %q", resp.StatusCode, body)
 	}
+	// A renewal (shorter lifetime: reissued now) is served without a
+	// restart, with the same pinned key.
+	p.Lifetimes = pki.Lifetimes{Leaf: 10 * time.Minute, RenewBefore: time.Minute}
+	renewed, _, err := pki.Ensure(p, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := renewed.Leaves[pki.JoinEndpoint].Cert.SerialNumber
+	if want.Cmp(b.Leaves[pki.JoinEndpoint].Cert.SerialNumber) == 0 {
+		t.Fatal("the join endpoint certificate was not reissued")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatalf("handshake during the renewal: %v", err)
+		}
+		served := conn.ConnectionState().PeerCertificates[0]
+		conn.Close()
+		if served.SerialNumber.Cmp(want) == 0 {
+			if pki.PublicKeyPin(served) != pin {
+				t.Fatal("the renewed certificate has another key: printed join lines break")
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the join endpoint still serves the old certificate 10s after the renewal")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	if err := e.Stop(); err != nil {
 		t.Fatal(err)
 	}

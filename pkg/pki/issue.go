@@ -16,7 +16,7 @@ func (b *Bundle) Issue(spec CertSpec, now time.Time) (certPEM, keyPEM []byte, er
 	if !ok {
 		return nil, nil, fmt.Errorf("unknown CA %q", spec.CA)
 	}
-	kp, err := newLeaf(spec, ca, now)
+	kp, err := newLeaf(spec, ca, now, b.Lifetimes.leaf())
 	if err != nil {
 		return nil, nil, err
 	}
@@ -28,12 +28,12 @@ func (b *Bundle) Issue(spec CertSpec, now time.Time) (certPEM, keyPEM []byte, er
 }
 
 // newLeaf makes a key and signs the leaf spec describes with ca.
-func newLeaf(spec CertSpec, ca *KeyPair, now time.Time) (*KeyPair, error) {
+func newLeaf(spec CertSpec, ca *KeyPair, now time.Time, lifetime time.Duration) (*KeyPair, error) {
 	key, err := newKey()
 	if err != nil {
 		return nil, err
 	}
-	cert, err := signLeaf(spec, key, ca, now)
+	cert, err := signLeaf(spec, key, ca, now, lifetime)
 	if err != nil {
 		return nil, fmt.Errorf("failed to sign %s: %w", spec.Name, err)
 	}

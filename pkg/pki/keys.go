@@ -25,12 +25,41 @@ import (
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/fsutil"
 )
 
-// Lifetimes and the renewal threshold of generated certificates.
+// Lifetimes and the renewal threshold of generated certificates. The leaf
+// values are the defaults of Lifetimes.
 const (
 	CALifetime       = 10 * 365 * 24 * time.Hour
 	LeafLifetime     = 365 * 24 * time.Hour
 	RenewalThreshold = 90 * 24 * time.Hour
+	// CAWarnBefore: a CA with less than this left is reported (log, Event,
+	// status, certs check) so it is rotated in time.
+	CAWarnBefore = 365 * 24 * time.Hour
 )
+
+// Lifetimes are how long leaves are issued for and when they are renewed;
+// zero values mean LeafLifetime and RenewalThreshold.
+type Lifetimes struct {
+	Leaf        time.Duration
+	RenewBefore time.Duration
+}
+
+func (l Lifetimes) leaf() time.Duration {
+	if l.Leaf > 0 {
+		return l.Leaf
+	}
+	return LeafLifetime
+}
+
+func (l Lifetimes) renewBefore() time.Duration {
+	if l.RenewBefore > 0 {
+		return l.RenewBefore
+	}
+	return RenewalThreshold
+}
+
+// notBeforeSkew backdates every leaf a little so hosts whose clocks are
+// slightly behind accept it at once.
+const notBeforeSkew = 5 * time.Minute
 
 // CAPin returns the CA pin in kubeadm's format: sha256:<hex of the SHA-256
 // of the CA's DER-encoded SubjectPublicKeyInfo>. Joining nodes compare it.
@@ -56,7 +85,7 @@ func newSerial() (*big.Int, error) {
 }
 
 // signLeaf issues a certificate for key, signed by the CA.
-func signLeaf(spec CertSpec, key crypto.Signer, ca *KeyPair, now time.Time) (*x509.Certificate, error) {
+func signLeaf(spec CertSpec, key crypto.Signer, ca *KeyPair, now time.Time, lifetime time.Duration) (*x509.Certificate, error) {
 	serial, err := newSerial()
 	if err != nil {
 		return nil, err
@@ -66,8 +95,8 @@ func signLeaf(spec CertSpec, key crypto.Signer, ca *KeyPair, now time.Time) (*x5
 		Subject:               pkix.Name{CommonName: spec.CommonName, Organization: spec.Organizations},
 		DNSNames:              spec.DNSNames,
 		IPAddresses:           spec.IPs,
-		NotBefore:             now.Add(-5 * time.Minute).UTC(),
-		NotAfter:              now.Add(LeafLifetime).UTC(),
+		NotBefore:             now.Add(-notBeforeSkew).UTC(),
+		NotAfter:              now.Add(lifetime).UTC(),
 		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage:           spec.Usages,
 		BasicConstraintsValid: true,

@@ -93,6 +93,7 @@ type Params struct {
 	ServiceIP     net.IP // first address of the service CIDR
 	ClusterDomain string
 	ExtraSANs     []string
+	Lifetimes     Lifetimes
 }
 
 // CertSpec describes one leaf certificate; the PKI is this table.
@@ -104,10 +105,6 @@ type CertSpec struct {
 	DNSNames      []string
 	IPs           []net.IP
 	Usages        []x509.ExtKeyUsage
-	// KeepKey makes renewals reuse the existing private key: the join
-	// endpoint's printed pin is of its public key, so it must outlive the
-	// certificate for every join line printed before a renewal to work.
-	KeepKey bool
 }
 
 // CAs lists every certificate authority.
@@ -156,7 +153,7 @@ func Leaves(p Params) []CertSpec {
 		{Name: SchedulerServer, CA: ClusterCA, CommonName: "kube-scheduler", DNSNames: []string{"localhost"}, IPs: loopback, Usages: serverUsage},
 		// The join endpoint serves install.sh and node-agent; curl pins its
 		// public key (JoinEndpointPin), so it needs no CA the node trusts.
-		{Name: JoinEndpoint, CA: ClusterCA, CommonName: "vcluster-standalone-join", DNSNames: dedupe(joinDNS), IPs: dedupeIPs(joinIPs), Usages: serverUsage, KeepKey: true},
+		{Name: JoinEndpoint, CA: ClusterCA, CommonName: "vcluster-standalone-join", DNSNames: dedupe(joinDNS), IPs: dedupeIPs(joinIPs), Usages: serverUsage},
 	}
 }
 
@@ -168,9 +165,10 @@ type Event struct {
 
 // Bundle is the loaded PKI.
 type Bundle struct {
-	Dir    string
-	CAs    map[string]*KeyPair
-	Leaves map[string]*KeyPair
+	Dir       string
+	CAs       map[string]*KeyPair
+	Leaves    map[string]*KeyPair
+	Lifetimes Lifetimes // what Issue issues for
 	// Chains are the intermediates each CA's leaves carry (rotate.go).
 	Chains map[string][]*x509.Certificate
 	// Trust is each CA's trust bundle (BundleName): the CA, and during a
@@ -184,10 +182,15 @@ func (b *Bundle) Path(name, ext string) string {
 }
 
 // Ensure loads the PKI in p.Dir, creating what is missing and renewing leaves
-// that expire within RenewalThreshold, no longer match the table, or were not
-// signed by the current CA. Existing valid files are left untouched.
+// that expire within p.Lifetimes' threshold, were issued for longer than its
+// lifetime, no longer match the table, or were not signed by the current CA.
+// Existing valid files are left untouched. It runs at start and, while the
+// control plane serves, on every periodic check: a renewal re-signs the
+// leaf's existing key and replaces only its .crt, by one rename, so a
+// component reading the pair at any moment gets a matching one.
 func Ensure(p Params, now time.Time) (*Bundle, []Event, error) {
-	b := &Bundle{Dir: p.Dir, CAs: map[string]*KeyPair{}, Leaves: map[string]*KeyPair{}, Chains: map[string][]*x509.Certificate{}, Trust: map[string][]*x509.Certificate{}}
+	b := &Bundle{Dir: p.Dir, CAs: map[string]*KeyPair{}, Leaves: map[string]*KeyPair{}, Lifetimes: p.Lifetimes,
+		Chains: map[string][]*x509.Certificate{}, Trust: map[string][]*x509.Certificate{}}
 	var events []Event
 	for _, name := range CAs {
 		kp, ok, err := loadKeyPair(b.Path(name, ""))
@@ -218,7 +221,7 @@ func Ensure(p Params, now time.Time) (*Bundle, []Event, error) {
 		}
 		reason := "generated"
 		if ok {
-			reason = renewalReason(spec, kp, ca.Cert, now)
+			reason = renewalReason(spec, kp, ca.Cert, now, p.Lifetimes)
 			if reason == "" && !sameChain(kp.Chain, b.Chains[spec.CA]) {
 				reason = "CA chain changed"
 			}
@@ -228,7 +231,7 @@ func Ensure(p Params, now time.Time) (*Bundle, []Event, error) {
 			}
 			reason = "renewed: " + reason
 		}
-		if kp, err = renewLeaf(spec, ca, b.Path(spec.Name, ".key"), now); err != nil {
+		if kp, err = renewLeaf(spec, ca, b.Path(spec.Name, ".key"), now, p.Lifetimes.leaf()); err != nil {
 			return nil, nil, err
 		}
 		kp.Chain = b.Chains[spec.CA]
@@ -244,19 +247,20 @@ func Ensure(p Params, now time.Time) (*Bundle, []Event, error) {
 	return b, events, nil
 }
 
-// renewLeaf issues spec's certificate: for a fresh key, or, with KeepKey, for
-// the key already in keyFile when it is a usable one (even if its certificate
-// was lost).
-func renewLeaf(spec CertSpec, ca *KeyPair, keyFile string, now time.Time) (*KeyPair, error) {
-	if !spec.KeepKey {
-		return newLeaf(spec, ca, now)
-	}
+// renewLeaf issues spec's certificate for the key already in keyFile when it
+// is a usable one (even if its certificate was lost), else for a fresh key.
+// Keeping the key, as kubeadm's `certs renew` does, means a renewal changes
+// one file only: etcd and client-go load .crt and .key separately on each
+// handshake, and a new key would leave a moment where the two do not match.
+// It also keeps the join endpoint's printed pin (of its public key) valid
+// for every join line printed before a renewal.
+func renewLeaf(spec CertSpec, ca *KeyPair, keyFile string, now time.Time, lifetime time.Duration) (*KeyPair, error) {
 	key, err := keyutil.PrivateKeyFromFile(keyFile)
 	signer, ok := key.(crypto.Signer)
 	if err != nil || !ok || !usableKey(signer) {
-		return newLeaf(spec, ca, now)
+		return newLeaf(spec, ca, now, lifetime)
 	}
-	cert, err := signLeaf(spec, signer, ca, now)
+	cert, err := signLeaf(spec, signer, ca, now, lifetime)
 	if err != nil {
 		return nil, fmt.Errorf("failed to sign %s: %w", spec.Name, err)
 	}
@@ -276,15 +280,18 @@ func usableKey(key crypto.Signer) bool {
 }
 
 // renewalReason returns why cert must be reissued, or "" if it is fine.
-func renewalReason(spec CertSpec, kp *KeyPair, ca *x509.Certificate, now time.Time) string {
+func renewalReason(spec CertSpec, kp *KeyPair, ca *x509.Certificate, now time.Time, l Lifetimes) string {
 	cert := kp.Cert
 	switch {
 	case !publicKeyMatches(cert, kp.Key):
 		return "certificate does not match its key"
 	case cert.CheckSignatureFrom(ca) != nil:
 		return "not signed by the current CA"
-	case cert.NotAfter.Sub(now) <= RenewalThreshold:
-		return fmt.Sprintf("expires %s", cert.NotAfter.Format(time.DateOnly))
+	case cert.NotAfter.Sub(now) <= l.renewBefore():
+		return fmt.Sprintf("expires %s", cert.NotAfter.UTC().Format(time.RFC3339))
+	case cert.NotAfter.Sub(cert.NotBefore) > l.leaf()+notBeforeSkew && cert.NotAfter.Before(ca.NotAfter):
+		// The configured lifetime was lowered: apply it now, not in a year.
+		return fmt.Sprintf("issued for %s, longer than the configured %s", cert.NotAfter.Sub(cert.NotBefore)-notBeforeSkew, l.leaf())
 	case cert.Subject.CommonName != spec.CommonName || !sameStrings(cert.Subject.Organization, spec.Organizations):
 		return "subject changed"
 	case !sameStrings(cert.DNSNames, spec.DNSNames) || !sameIPs(cert.IPAddresses, spec.IPs):
@@ -382,4 +389,23 @@ func Check(dir string) []CertStatus {
 		out = append(out, st)
 	}
 	return out
+}
+
+// Attention says what a certificate of Check needs at now, or "" if
+// nothing: a missing or unreadable file, expiry, a leaf due for renewal
+// (the running control plane renews it at its next check), or a CA with less
+// than CAWarnBefore left, which no renewal extends: it must be rotated.
+func (s CertStatus) Attention(now time.Time, l Lifetimes) string {
+	left := s.NotAfter.Sub(now)
+	switch {
+	case s.Err != nil:
+		return s.Err.Error()
+	case left <= 0:
+		return "expired"
+	case s.IsCA && left < CAWarnBefore:
+		return fmt.Sprintf("warning: CA expires in %d days, rotate it", int(left.Hours()/24))
+	case !s.IsCA && left <= l.renewBefore():
+		return "due for renewal"
+	}
+	return ""
 }
