@@ -71,6 +71,8 @@ func controllerGrants() []grant {
 			// because it holds them.
 			rule(core, []string{"nodes"}, []string{"get"}),
 			rule(core, []string{"pods", "namespaces"}, []string{"get", "list", "watch"}),
+			// kube-root-ca.crt in every namespace (trustPublisher).
+			rule(core, []string{"configmaps"}, []string{"get", "list", "watch", "create", "update"}),
 			rule([]string{"networking.k8s.io"}, []string{"networkpolicies"}, []string{"get", "list", "watch"}),
 			rule([]string{"policy.networking.k8s.io"}, []string{"clusternetworkpolicies"}, []string{"get", "list", "watch"}),
 		}},

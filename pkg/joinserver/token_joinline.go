@@ -25,9 +25,9 @@ type JoinLine struct {
 	Host        string // the control plane's advertise address
 	APIPort     int
 	JoinPort    int
-	Token       string // id.secret
+	Token       string   // id.secret
 	CAHashes    []string // sha256:<hex> pins of the cluster CAs: one, or two during a CA rotation
-	EndpointPin string // sha256//<base64>, the join endpoint's public-key pin
+	EndpointPin string   // sha256//<base64>, the join endpoint's public-key pin
 }
 
 // APIServer is the API server URL nodes join.

@@ -14,8 +14,8 @@ import (
 )
 
 // servingCARefreshInterval is how often a running node re-reads the
-// published kubelet-serving CA.
-const servingCARefreshInterval = 5 * time.Minute
+// published kubelet-serving CA and cluster CA bundle (two small GETs).
+const servingCARefreshInterval = 30 * time.Second
 
 // servingCARefresh keeps the node's copy of the kubelet-serving CA, which
 // verifies the other nodes' registry mirrors, as the control plane publishes
@@ -25,6 +25,8 @@ const servingCARefreshInterval = 5 * time.Minute
 // refresh stays.
 type servingCARefresh struct {
 	client   kubernetes.Interface
+	anon     kubernetes.Interface // no credentials: reads cluster-info
+	reported string               // the TrustReport last annotated
 	node     *config.Node
 	interval time.Duration
 	log      io.Writer
@@ -33,8 +35,8 @@ type servingCARefresh struct {
 	done   chan struct{}
 }
 
-func newServingCARefresh(cs kubernetes.Interface, n *config.Node, log io.Writer) *servingCARefresh {
-	return &servingCARefresh{client: cs, node: n, interval: servingCARefreshInterval, log: log}
+func newServingCARefresh(cs, anon kubernetes.Interface, n *config.Node, log io.Writer) *servingCARefresh {
+	return &servingCARefresh{client: cs, anon: anon, node: n, interval: servingCARefreshInterval, log: log}
 }
 
 func (r *servingCARefresh) Name() string               { return "kubelet-serving CA refresh" }
@@ -67,6 +69,32 @@ func (r *servingCARefresh) refresh(ctx context.Context) {
 		fmt.Fprintf(r.log, "kubelet-serving CA not refreshed (keeping %s): %v\n", r.node.KubeletServingCAFile(), err)
 	case changed:
 		fmt.Fprintf(r.log, "kubelet-serving CA updated in %s\n", r.node.KubeletServingCAFile())
+	}
+	r.refreshClusterCA(ctx)
+}
+
+// refreshClusterCA follows the cluster CA bundle (a CA rotation reaches the
+// node this way, without a re-join) and reports the node's trust in its
+// Node's annotation when it changed.
+func (r *servingCARefresh) refreshClusterCA(ctx context.Context) {
+	if r.anon == nil {
+		return
+	}
+	changed, err := nodecreds.RefreshClusterCA(ctx, r.anon, r.node)
+	switch {
+	case err != nil:
+		fmt.Fprintf(r.log, "cluster CA not refreshed (keeping %s): %v\n", r.node.CAFile(), err)
+	case changed:
+		fmt.Fprintf(r.log, "cluster CA bundle updated in %s\n", r.node.CAFile())
+	}
+	report, err := nodecreds.Trust(r.node)
+	if err != nil {
+		return
+	}
+	if key := fmt.Sprint(report); key != r.reported {
+		if err := nodecreds.ReportTrust(ctx, r.client, r.node); err == nil {
+			r.reported = key
+		}
 	}
 }
 

@@ -1,0 +1,21 @@
+package join
+
+import "time"
+
+// TrustAnnotation is the Node annotation in which node-agent reports the
+// cluster CAs its node trusts and which CA signed the kubelet's client
+// certificate (a TrustReport in JSON). `certs rotate-ca --finish` reads it to
+// know whether a node still depends on the old CA.
+const TrustAnnotation = "vcluster-standalone.io/ca-trust"
+
+// TrustReport is the value of TrustAnnotation.
+type TrustReport struct {
+	// Trusted are the CA pins (sha256:<hex>) of the node's cluster CA file.
+	Trusted []string `json:"trusted"`
+	// Since is when that file last changed: the node's clients re-read it
+	// within client-go's CA reload period after that.
+	Since time.Time `json:"since"`
+	// KubeletClientCA is the pin of the CA that signed the kubelet's current
+	// client certificate; empty when none of the trusted CAs did.
+	KubeletClientCA string `json:"kubeletClientCA,omitempty"`
+}
