@@ -66,7 +66,7 @@ so ps does not show them; this is what auditors and kube-bench read.`,
 		}
 		w.Flush()
 		fmt.Fprintln(out)
-		problems := printCerts(out, pki.Check(controlplane.Paths{DataDir: c.DataDir}.PKI()), time.Now())
+		problems, _ := printCerts(out, pki.Check(controlplane.Paths{DataDir: c.DataDir}.PKI()), time.Now(), c.Certificates)
 		if unhealthy > 0 || problems > 0 {
 			return fmt.Errorf("%d component(s) unhealthy, %d certificate problem(s)", unhealthy, problems)
 		}
@@ -83,7 +83,7 @@ func newCertsCommand() *cobra.Command {
 	}
 	check := &cobra.Command{
 		Use:   "check",
-		Short: "List every certificate with its expiry; non-zero exit if any is missing, expired or due for renewal",
+		Short: "List every CA and leaf certificate with its expiry; non-zero exit if any is missing, expired, due for renewal, or a CA has less than a year left",
 		Example: `  vcluster-standalone certs check
   vcluster-standalone certs check --data-dir /var/lib/vcluster-standalone`,
 		Args: cobra.NoArgs,
@@ -91,17 +91,23 @@ func newCertsCommand() *cobra.Command {
 	configPath := configPathFlag(check)
 	dataDir := check.Flags().String("data-dir", "", "data dir of the control plane (default from the config file)")
 	check.RunE = func(cmd *cobra.Command, _ []string) error {
-		dir := *dataDir
-		if dir == "" {
-			c, err := config.Load(*configPath, !cmd.Flags().Changed("config"))
-			if err != nil {
-				return err
-			}
-			config.SetDefaults(c, nil)
-			dir = c.DataDir
+		// The config supplies the data dir and the renewal threshold; with
+		// --data-dir and no config file, the defaults apply.
+		c, err := config.Load(*configPath, !cmd.Flags().Changed("config") || *dataDir != "")
+		if err != nil {
+			return err
 		}
-		if problems := printCerts(cmd.OutOrStdout(), pki.Check(controlplane.Paths{DataDir: dir}.PKI()), time.Now()); problems > 0 {
-			return fmt.Errorf("%d certificate problem(s); restart the control plane to renew leaf certificates", problems)
+		config.SetDefaults(c, nil)
+		dir := c.DataDir
+		if *dataDir != "" {
+			dir = *dataDir
+		}
+		problems, warnings := printCerts(cmd.OutOrStdout(), pki.Check(controlplane.Paths{DataDir: dir}.PKI()), time.Now(), c.Certificates)
+		switch {
+		case problems > 0:
+			return fmt.Errorf("%d certificate problem(s); the running control plane renews leaf certificates every %s (is it running?)", problems, c.Certificates.CheckInterval.Duration)
+		case warnings > 0:
+			return fmt.Errorf("%d CA(s) expire within a year; no renewal extends a CA: rotate it", warnings)
 		}
 		return nil
 	}
@@ -109,36 +115,43 @@ func newCertsCommand() *cobra.Command {
 	return certs
 }
 
-// printCerts writes a certificate table and returns how many need attention.
-func printCerts(out io.Writer, certs []pki.CertStatus, now time.Time) int {
-	problems := 0
+// printCerts writes a certificate table (CAs first) and returns how many
+// need attention: problems (missing, expired, a leaf due for renewal) and
+// warnings (a CA with less than a year left).
+func printCerts(out io.Writer, certs []pki.CertStatus, now time.Time, cfg config.CertificatesConfig) (problems, warnings int) {
+	lifetimes := pki.Lifetimes{Leaf: cfg.LeafLifetime.Duration, RenewBefore: cfg.RenewBefore.Duration}
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "CERTIFICATE\tEXPIRES\tRESIDUAL\tSTATUS")
+	fmt.Fprintln(w, "CERTIFICATE\tKIND\tEXPIRES\tRESIDUAL\tSTATUS")
 	for _, c := range certs {
-		if c.Err != nil {
+		kind := "leaf"
+		if c.IsCA {
+			kind = "CA"
+		}
+		status := c.Attention(now, lifetimes)
+		switch {
+		case status == "":
+			status = "ok"
+		case strings.HasPrefix(status, "warning"):
+			warnings++
+		default:
 			problems++
-			fmt.Fprintf(w, "%s\t-\t-\t%s\n", c.Name, c.Err)
+		}
+		if c.Err != nil {
+			fmt.Fprintf(w, "%s\t%s\t-\t-\t%s\n", c.Name, kind, status)
 			continue
 		}
-		left := c.NotAfter.Sub(now)
-		status := "ok"
-		switch {
-		case left <= 0:
-			status = "expired"
-			problems++
-		case !c.IsCA && left <= pki.RenewalThreshold:
-			status = "renewed at next start"
-			problems++
-		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", c.Name, c.NotAfter.UTC().Format(time.DateOnly), residual(left), status)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", c.Name, kind, c.NotAfter.UTC().Format(time.RFC3339), residual(c.NotAfter.Sub(now)), status)
 	}
 	w.Flush()
-	return problems
+	return problems, warnings
 }
 
 func residual(d time.Duration) string {
 	if d <= 0 {
 		return "0d"
+	}
+	if d < 24*time.Hour {
+		return d.Round(time.Second).String()
 	}
 	days := int(d.Hours() / 24)
 	if days >= 365 {

@@ -57,6 +57,9 @@ func controllerManagerArgs(c *config.ControlPlane, p Paths) map[string]string {
 		"profiling":    "false",
 		// Finished pods are collected long before upstream's 12500 (CIS 1.3.1).
 		"terminated-pod-gc-threshold": "1000",
+
+		// Nodes' kubelet client and serving certificates; the kubelets rotate them.
+		"cluster-signing-duration": c.Certificates.SigningDuration.Duration.String(),
 	}
 }
 

@@ -100,22 +100,11 @@ func Run(ctx context.Context, o Options) error {
 
 // preparePKI ensures every certificate and reports what it generated or renewed.
 func preparePKI(c *config.ControlPlane, paths Paths, progress io.Writer) (*pki.Bundle, error) {
-	hostname, err := os.Hostname()
-	if err != nil {
-		return nil, fmt.Errorf("failed to read hostname: %w", err)
-	}
-	serviceIP, err := config.NthAddress(c.Network.ServiceCIDR, 1)
+	params, err := pkiParams(c, paths)
 	if err != nil {
 		return nil, err
 	}
-	bundle, events, err := pki.Ensure(pki.Params{
-		Dir:           paths.PKI(),
-		Hostname:      hostname,
-		AdvertiseIP:   net.ParseIP(c.AdvertiseAddress),
-		ServiceIP:     serviceIP.AsSlice(),
-		ClusterDomain: c.Network.ClusterDomain,
-		ExtraSANs:     c.ExtraSANs,
-	}, time.Now())
+	bundle, events, err := pki.Ensure(params, time.Now())
 	if err != nil {
 		return nil, err
 	}
@@ -137,20 +126,8 @@ func LocalServer(c *config.ControlPlane) string {
 // writeGeneratedFiles writes kubeconfigs and component config files. Files
 // whose content is unchanged are not touched.
 func writeGeneratedFiles(c *config.ControlPlane, paths Paths, bundle *pki.Bundle) error {
-	server := LocalServer(c)
-	for _, user := range []string{pki.SuperAdmin, pki.Admin, pki.ControllerManager, pki.Scheduler, pki.CSRApprover, pki.JoinObjects, pki.Addons, pki.CSI} {
-		kubeconfig, err := bundle.Kubeconfig(server, user)
-		if err != nil {
-			return err
-		}
-		if err := fsutil.WriteIfChanged(paths.Kubeconfig(user), kubeconfig, 0o600); err != nil {
-			return fmt.Errorf("failed to write kubeconfig %s: %w", user, err)
-		}
-		if user == pki.Admin {
-			if err := fsutil.WriteIfChanged(c.AdminKubeconfig, kubeconfig, 0o600); err != nil {
-				return fmt.Errorf("failed to write admin kubeconfig: %w", err)
-			}
-		}
+	if err := writeKubeconfigs(c, paths, bundle); err != nil {
+		return err
 	}
 	files := map[string]string{
 		"authentication.yaml": authenticationConfig(),
@@ -185,6 +162,7 @@ func newComponents(c *config.ControlPlane, paths Paths, bundle *pki.Bundle, prog
 		&controllerManager{upstreamServer{args: mergeArgs(controllerManagerArgs(c, paths), c.ExtraArgs.ControllerManager), health: health["kube-controller-manager"], stopTimeout: 20 * time.Second}},
 		&scheduler{upstreamServer{args: mergeArgs(schedulerArgs(c, paths), c.ExtraArgs.Scheduler), health: health["kube-scheduler"], stopTimeout: 20 * time.Second}},
 		&bootstrapObjects{kubeconfig: paths.Kubeconfig(pki.SuperAdmin)},
+		newCertRenewal(c, paths, progress),
 	}
 	components = append(components, joinComponents(c, paths, progress)...)
 	components = append(components, storageComponents(c, paths)...)
