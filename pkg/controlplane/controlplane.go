@@ -156,15 +156,16 @@ func newComponents(c *config.ControlPlane, paths Paths, bundle *pki.Bundle, prog
 	if err != nil {
 		return nil, err
 	}
+	renewal := newCertRenewal(c, paths, progress)
 	components := []component.Component{
 		newEtcd(paths, c.Ports.EtcdClient, c.Ports.EtcdPeer),
 		&apiServer{upstreamServer{args: mergeArgs(apiServerArgs(c, paths, encryption), c.ExtraArgs.APIServer), health: health["kube-apiserver"], stopTimeout: 30 * time.Second, settleBeforeStop: true}},
 		&controllerManager{upstreamServer{args: mergeArgs(controllerManagerArgs(c, paths), c.ExtraArgs.ControllerManager), health: health["kube-controller-manager"], stopTimeout: 20 * time.Second}},
 		&scheduler{upstreamServer{args: mergeArgs(schedulerArgs(c, paths), c.ExtraArgs.Scheduler), health: health["kube-scheduler"], stopTimeout: 20 * time.Second}},
 		&bootstrapObjects{kubeconfig: paths.Kubeconfig(pki.SuperAdmin)},
-		newCertRenewal(c, paths, progress),
+		renewal,
 	}
-	components = append(components, joinComponents(c, paths, progress)...)
+	components = append(components, joinComponents(c, paths, progress, renewal.reissue)...)
 	components = append(components, storageComponents(c, paths)...)
 	components = append(components, nodeComponents(c, paths, bundle, progress)...)
 	// Last: it records the others' command lines after their Init.
@@ -174,12 +175,12 @@ func newComponents(c *config.ControlPlane, paths Paths, bundle *pki.Bundle, prog
 // joinComponents serve joining nodes: RBAC and cluster-info, the kubelet
 // CSR approver, and, unless turned off, the join endpoint
 // (install.sh, node-agent).
-func joinComponents(c *config.ControlPlane, paths Paths, progress io.Writer) []component.Component {
+func joinComponents(c *config.ControlPlane, paths Paths, progress io.Writer, reissue func() error) []component.Component {
 	components := []component.Component{
 		&joinserver.ClusterObjects{Client: controllerClient(paths, pki.JoinObjects), Server: "https://" + net.JoinHostPort(c.AdvertiseAddress, strconv.Itoa(c.APIPort)), CAFile: paths.Trust(pki.ClusterCA),
 			KubeletServingCAFile: paths.Cert(pki.KubeletServingCA)},
 		&trustPublisher{client: controllerClient(paths, pki.JoinObjects), server: "https://" + net.JoinHostPort(c.AdvertiseAddress, strconv.Itoa(c.APIPort)),
-			bundleFile: paths.Trust(pki.ClusterCA), log: progress},
+			bundleFile: paths.Trust(pki.ClusterCA), reissue: reissue, log: progress},
 		&joinserver.CSRApprover{Client: controllerClient(paths, pki.CSRApprover),
 			APIServerCert: paths.Cert(pki.APIServer), ServiceCIDR: c.Network.ServiceCIDR, HostNode: hostNodeName(c)},
 	}

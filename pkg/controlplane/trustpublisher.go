@@ -33,7 +33,10 @@ type trustPublisher struct {
 	client     func() (kubernetes.Interface, error)
 	server     string // the API server URL in cluster-info
 	bundleFile string
-	interval   time.Duration
+	// reissue re-issues the leaves and kubeconfigs for the rotation state
+	// the changed bundle reflects, before the bundle is published.
+	reissue  func() error
+	interval time.Duration
 	log        io.Writer
 
 	cancel context.CancelFunc
@@ -74,7 +77,13 @@ func (t *trustPublisher) run(ctx context.Context, client kubernetes.Interface, b
 		if err != nil || len(next) == 0 || bytes.Equal(next, bundle) {
 			return
 		}
-		fmt.Fprintf(t.log, "cluster CA trust bundle changed: publishing it in cluster-info and kube-root-ca.crt\n")
+		fmt.Fprintf(t.log, "cluster CA trust bundle changed (CA rotation): re-issuing the certificates, then publishing it in cluster-info and kube-root-ca.crt\n")
+		if t.reissue != nil {
+			if err := t.reissue(); err != nil {
+				fmt.Fprintf(t.log, "re-issue for the CA rotation failed, retrying: %v\n", err)
+				return
+			}
+		}
 		stopPublisher()
 		bundle = next
 		stopPublisher = t.publish(ctx, client, bundle)

@@ -8,8 +8,10 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
+	certutil "k8s.io/client-go/util/cert"
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/joinnode"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/nodecreds"
 )
 
@@ -50,6 +52,15 @@ func (r *servingCARefresh) Start(ctx context.Context) error {
 		return fmt.Errorf("failed to remove the kubelet's outdated serving certificate: %w", err)
 	} else if dropped {
 		fmt.Fprintf(r.log, "kubelet serving certificate not signed by the kubelet-serving CA: removed, the kubelet requests a new one\n")
+	}
+	// Before the kubelet starts, which reads its client certificate once: a
+	// restart during a CA rotation moves it to the new CA at once.
+	if nodecreds.KubeletClientCertOfOutgoingCA(r.node) {
+		if err := r.renewKubeletClientCert(ctx); err != nil {
+			fmt.Fprintf(r.log, "kubelet client certificate of the outgoing CA not renewed (the kubelet renews it at its next rotation): %v\n", err)
+		} else {
+			fmt.Fprintf(r.log, "kubelet client certificate was signed by the outgoing CA: renewed by the new one\n")
+		}
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	r.cancel, r.done = cancel, make(chan struct{})
@@ -107,4 +118,22 @@ func (r *servingCARefresh) Stop() error {
 	<-r.done
 	r.cancel = nil
 	return nil
+}
+
+// renewKubeletClientCert requests a kubelet client certificate with the
+// node's current one (a renewal, approved like the kubelet's own) and stores
+// it in the kubelet's layout.
+func (r *servingCARefresh) renewKubeletClientCert(ctx context.Context) error {
+	cas, err := certutil.CertsFromFile(r.node.CAFile())
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	cert, err := joinnode.RequestKubeletClientCert(ctx, r.client, r.node.NodeName, cas[:1])
+	if err != nil {
+		return err
+	}
+	_, err = nodecreds.StoreKubeletClientCert(r.node.PKIDir(), cert)
+	return err
 }

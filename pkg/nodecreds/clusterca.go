@@ -3,10 +3,12 @@ package nodecreds
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -108,4 +110,19 @@ func ReportTrust(ctx context.Context, client kubernetes.Interface, n *config.Nod
 		return fmt.Errorf("failed to report the node's CA trust: %w", err)
 	}
 	return nil
+}
+
+// KubeletClientCertOfOutgoingCA reports whether the kubelet's current client
+// certificate is signed by a CA of the node's bundle other than its first
+// (during a CA rotation the first is the new CA, the others are retiring).
+func KubeletClientCertOfOutgoingCA(n *config.Node) bool {
+	cas, err := certutil.CertsFromFile(n.CAFile())
+	if err != nil || len(cas) < 2 {
+		return false
+	}
+	certs, err := certutil.CertsFromFile(filepath.Join(n.PKIDir(), kubeletClientPairPrefix+"-current.pem"))
+	if err != nil {
+		return false
+	}
+	return !pki.SignedBy(certs[0], cas[0]) && slices.ContainsFunc(cas[1:], func(ca *x509.Certificate) bool { return pki.SignedBy(certs[0], ca) })
 }
