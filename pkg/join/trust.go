@@ -12,7 +12,8 @@ const TrustAnnotation = "vcluster-standalone.io/ca-trust"
 type TrustReport struct {
 	// Trusted are the CA pins (sha256:<hex>) of the node's cluster CA file.
 	Trusted []string `json:"trusted"`
-	// Since is when that file last changed: the node's clients re-read it
+	// Since is when that file last changed while node-agent ran (zero when
+	// it has not since node-agent started): the node's clients re-read it
 	// within client-go's CA reload period after that.
 	Since time.Time `json:"since"`
 	// KubeletClientCA is the pin of the CA that signed the kubelet's current

@@ -29,6 +29,7 @@ type servingCARefresh struct {
 	client   kubernetes.Interface
 	anon     kubernetes.Interface // no credentials: reads cluster-info
 	reported string               // the TrustReport last annotated
+	started  time.Time            // when the node's clients first read the CA file
 	node     *config.Node
 	interval time.Duration
 	log      io.Writer
@@ -38,7 +39,7 @@ type servingCARefresh struct {
 }
 
 func newServingCARefresh(cs, anon kubernetes.Interface, n *config.Node, log io.Writer) *servingCARefresh {
-	return &servingCARefresh{client: cs, anon: anon, node: n, interval: servingCARefreshInterval, log: log}
+	return &servingCARefresh{client: cs, anon: anon, node: n, interval: servingCARefreshInterval, log: log, started: time.Now()}
 }
 
 func (r *servingCARefresh) Name() string               { return "kubelet-serving CA refresh" }
@@ -98,12 +99,12 @@ func (r *servingCARefresh) refreshClusterCA(ctx context.Context) {
 	case changed:
 		fmt.Fprintf(r.log, "cluster CA bundle updated in %s\n", r.node.CAFile())
 	}
-	report, err := nodecreds.Trust(r.node)
+	report, err := nodecreds.Trust(r.node, r.started)
 	if err != nil {
 		return
 	}
 	if key := fmt.Sprint(report); key != r.reported {
-		if err := nodecreds.ReportTrust(ctx, r.client, r.node); err == nil {
+		if err := nodecreds.ReportTrust(ctx, r.client, r.node, r.started); err == nil {
 			r.reported = key
 		}
 	}

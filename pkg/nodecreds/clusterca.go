@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -64,8 +65,11 @@ func RefreshClusterCA(ctx context.Context, anonymous kubernetes.Interface, n *co
 	return true, nil
 }
 
-// Trust is what the node's files say it trusts and uses (see join.TrustReport).
-func Trust(n *config.Node) (join.TrustReport, error) {
+// Trust is what the node's files say it trusts and uses (see
+// join.TrustReport). loadedAt is when the node's clients first read the CA
+// file (node-agent's start): a file older than that was read as it is, so
+// Since is left zero.
+func Trust(n *config.Node, loadedAt time.Time) (join.TrustReport, error) {
 	var r join.TrustReport
 	st, err := os.Stat(n.CAFile())
 	if err != nil {
@@ -75,7 +79,9 @@ func Trust(n *config.Node) (join.TrustReport, error) {
 	if err != nil {
 		return r, err
 	}
-	r.Since = st.ModTime().UTC()
+	if st.ModTime().After(loadedAt) {
+		r.Since = st.ModTime().UTC()
+	}
 	for _, ca := range cas {
 		r.Trusted = append(r.Trusted, pki.CAPin(ca))
 	}
@@ -93,8 +99,8 @@ func Trust(n *config.Node) (join.TrustReport, error) {
 
 // ReportTrust records Trust in the node's TrustAnnotation (a node may
 // annotate its own Node).
-func ReportTrust(ctx context.Context, client kubernetes.Interface, n *config.Node) error {
-	r, err := Trust(n)
+func ReportTrust(ctx context.Context, client kubernetes.Interface, n *config.Node, loadedAt time.Time) error {
+	r, err := Trust(n, loadedAt)
 	if err != nil {
 		return err
 	}
