@@ -37,7 +37,7 @@ type trustPublisher struct {
 	// the changed bundle reflects, before the bundle is published.
 	reissue  func() error
 	interval time.Duration
-	log        io.Writer
+	log      io.Writer
 
 	cancel context.CancelFunc
 	done   chan struct{}
