@@ -210,7 +210,8 @@ func (r *CARotation) Finish(ctx context.Context, force bool) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(r.Out, "Rotation of the cluster CA finished: only %s (%s) is trusted. Join lines now carry its pin alone.\n",
+	fmt.Fprintf(r.Out, "Rotation of the cluster CA finished: only %s (%s) is trusted. Join lines now carry its pin alone;\n"+
+		"kubeconfigs copied off this host before phase 1 no longer work: fetch them again (vcluster-standalone kubeconfig).\n",
 		cas[0].Subject.CommonName, pki.CAPin(cas[0]))
 	return nil
 }
@@ -249,6 +250,8 @@ func (r *CARotation) describe(rot *pki.Rotation, signing *x509.Certificate) stri
 	return fmt.Sprintf(`Rotation of the cluster CA under way since %s (phase 1 of 2 done):
   signing CA: %s (%s)
   old CA, still trusted: %s (%s)
+Kubeconfigs copied off this host keep working until then; fetch them again now
+(vcluster-standalone kubeconfig): they trust both CAs and hold a certificate of the new one.
 Join lines printed now pin both CAs. Leaves of the new CA carry it cross-signed by the old one,
 so parties that still trust only the old CA keep working. Next: nodes refresh their CA file from
 cluster-info and clients re-read it within %s; each kubelet's client certificate moves to the new
