@@ -224,6 +224,9 @@ func (r *CARotation) Status(ctx context.Context) (string, error) {
 		return "", err
 	}
 	cas, err := pki.TrustBundle(paths.PKI(), pki.ClusterCA)
+	if os.IsNotExist(err) {
+		return "", fmt.Errorf("no cluster CA trust bundle in %s: has this control plane been started with this version?", paths.PKI())
+	}
 	if err != nil {
 		return "", err
 	}
