@@ -23,9 +23,10 @@ the control plane's own clients, kube-public/cluster-info, every namespace's
 kube-root-ca.crt (ServiceAccount ca.crt) and every node (node-agent refreshes its CA file
 from cluster-info, no re-join). The running control plane re-issues its leaf certificates
 with the new CA; they carry the new CA cross-signed by the old one, so whatever still
-trusts only the old CA keeps working. Kubelet client certificates move to the new CA at
-their next rotation (or at once when node-agent restarts). Join lines printed meanwhile
-pin both CAs.
+trusts only the old CA keeps working. The upstream kubelet reads its CA and client
+certificate once: once a node has the bundle (within 30 s), restart its node-agent
+(systemctl restart node-agent; pods keep running), which renews the kubelet's client
+certificate with the new CA. Join lines printed meanwhile pin both CAs.
 
 Phase 2 (rotate-ca --finish, or rotate-ca finish) retires the old CA: it refuses, naming
 what still uses it, until nothing does (every node trusts the new CA and its clients had

@@ -257,8 +257,9 @@ Kubeconfigs copied off this host keep working until then; fetch them again now
 (vcluster-standalone kubeconfig): they trust both CAs and hold a certificate of the new one.
 Join lines printed now pin both CAs. Leaves of the new CA carry it cross-signed by the old one,
 so parties that still trust only the old CA keep working. Next: nodes refresh their CA file from
-cluster-info and clients re-read it within %s; each kubelet's client certificate moves to the new
-CA at its next rotation. Then retire the old CA with:
+cluster-info (30 s) and clients re-read it within %s. The upstream kubelet reads its CA and
+client certificate once: once a node has the bundle, restart its node-agent (pods keep running),
+which also renews the kubelet's client certificate with the new CA. Then retire the old CA with:
   vcluster-standalone certs rotate-ca --finish
 (it refuses, naming what still uses the old CA, until nothing does; see "certs rotate-ca status").
 `, rot.Started.Format(time.RFC3339), signing.Subject.CommonName, pki.CAPin(signing),
@@ -328,8 +329,10 @@ func nodeUsesOldCA(value, newPin, oldPin string, now time.Time) string {
 	switch {
 	case !slices.Contains(rep.Trusted, newPin):
 		return "it does not trust the new CA yet (it refreshes its CA file every 30 s)"
+	case !slices.Contains(rep.KubeletTrusted, newPin):
+		return "its kubelet started before the new CA reached it and trusts the old CA alone (upstream reads its CA once): restart node-agent (`systemctl restart node-agent`; pods keep running)"
 	case rep.KubeletClientCA == oldPin:
-		return "its kubelet client certificate is signed by the old CA (the kubelet renews it at its next rotation; `systemctl restart node-agent` renews it now)"
+		return "its kubelet client certificate is signed by the old CA: restart node-agent (`systemctl restart node-agent`; pods keep running), which renews it"
 	case now.Before(rep.Since.Add(CAReloadPeriod)):
 		return fmt.Sprintf("its clients may trust only the old CA until they re-read the bundle by %s", rep.Since.Add(CAReloadPeriod).UTC().Format(time.TimeOnly))
 	}

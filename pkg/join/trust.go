@@ -16,6 +16,10 @@ type TrustReport struct {
 	// it has not since node-agent started): the node's clients re-read it
 	// within client-go's CA reload period after that.
 	Since time.Time `json:"since"`
+	// KubeletTrusted are the CA pins the kubelet trusts the API server with:
+	// the CA file as node-agent started it (the upstream kubelet reads it
+	// once when it rotates its own client certificate).
+	KubeletTrusted []string `json:"kubeletTrusted,omitempty"`
 	// KubeletClientCA is the pin of the CA that signed the kubelet's current
 	// client certificate; empty when none of the trusted CAs did.
 	KubeletClientCA string `json:"kubeletClientCA,omitempty"`

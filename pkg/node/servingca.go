@@ -30,6 +30,7 @@ type servingCARefresh struct {
 	anon     kubernetes.Interface // no credentials: reads cluster-info
 	reported string               // the TrustReport last annotated
 	started  time.Time            // when the node's clients first read the CA file
+	kubelet  []string             // pins of the CA file the kubelet starts with
 	node     *config.Node
 	interval time.Duration
 	log      io.Writer
@@ -62,6 +63,11 @@ func (r *servingCARefresh) Start(ctx context.Context) error {
 		} else {
 			fmt.Fprintf(r.log, "kubelet client certificate was signed by the outgoing CA: renewed by the new one\n")
 		}
+	}
+	// The kubelet starts after this and trusts the CA file as it is now.
+	if report, err := nodecreds.Trust(r.node, r.started, nil); err == nil {
+		r.kubelet = report.Trusted
+		r.refreshClusterCA(ctx)
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	r.cancel, r.done = cancel, make(chan struct{})
@@ -99,12 +105,12 @@ func (r *servingCARefresh) refreshClusterCA(ctx context.Context) {
 	case changed:
 		fmt.Fprintf(r.log, "cluster CA bundle updated in %s\n", r.node.CAFile())
 	}
-	report, err := nodecreds.Trust(r.node, r.started)
+	report, err := nodecreds.Trust(r.node, r.started, r.kubelet)
 	if err != nil {
 		return
 	}
 	if key := fmt.Sprint(report); key != r.reported {
-		if err := nodecreds.ReportTrust(ctx, r.client, r.node, r.started); err == nil {
+		if err := nodecreds.ReportTrust(ctx, r.client, r.node, r.started, r.kubelet); err == nil {
 			r.reported = key
 		}
 	}

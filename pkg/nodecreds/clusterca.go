@@ -69,8 +69,8 @@ func RefreshClusterCA(ctx context.Context, anonymous kubernetes.Interface, n *co
 // join.TrustReport). loadedAt is when the node's clients first read the CA
 // file (node-agent's start): a file older than that was read as it is, so
 // Since is left zero.
-func Trust(n *config.Node, loadedAt time.Time) (join.TrustReport, error) {
-	var r join.TrustReport
+func Trust(n *config.Node, loadedAt time.Time, kubeletTrusted []string) (join.TrustReport, error) {
+	r := join.TrustReport{KubeletTrusted: kubeletTrusted}
 	st, err := os.Stat(n.CAFile())
 	if err != nil {
 		return r, err
@@ -99,8 +99,8 @@ func Trust(n *config.Node, loadedAt time.Time) (join.TrustReport, error) {
 
 // ReportTrust records Trust in the node's TrustAnnotation (a node may
 // annotate its own Node).
-func ReportTrust(ctx context.Context, client kubernetes.Interface, n *config.Node, loadedAt time.Time) error {
-	r, err := Trust(n, loadedAt)
+func ReportTrust(ctx context.Context, client kubernetes.Interface, n *config.Node, loadedAt time.Time, kubeletTrusted []string) error {
+	r, err := Trust(n, loadedAt, kubeletTrusted)
 	if err != nil {
 		return err
 	}
