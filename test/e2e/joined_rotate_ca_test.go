@@ -231,6 +231,7 @@ func testRotateCAFinish(t *testing.T) {
 	reset(t, resetNode)
 	took := rejoin(t, cs, resetNode)
 	t.Logf("%s re-joined with the new pin, Ready in %s", resetNode, took.Round(100*time.Millisecond))
+	importBusybox(t, resetNode) // reset removed the images it imported
 	pod := busyboxPod("after-rotation", resetNode, "sh", "-c", "echo joined-after; exec sleep 3600")
 	startPod(t, cs, rotation.ns, pod, 90*time.Second)
 	if out := mustKubectl(t, "exec", "-n", rotation.ns, "after-rotation", "--", "echo", "ok"); out != "ok" {
