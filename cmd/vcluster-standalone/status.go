@@ -111,7 +111,7 @@ func newCertsCommand() *cobra.Command {
 		}
 		return nil
 	}
-	certs.AddCommand(check)
+	certs.AddCommand(check, newCertsRotateCACommand())
 	return certs
 }
 

@@ -26,7 +26,7 @@ func apiServerArgs(c *config.ControlPlane, p Paths, encryption bool) map[string]
 		"etcd-cafile":                     p.Cert(pki.EtcdCA),
 		"etcd-certfile":                   p.Cert(pki.APIServerEtcdClient),
 		"etcd-keyfile":                    p.Key(pki.APIServerEtcdClient),
-		"client-ca-file":                  p.Cert(pki.ClusterCA),
+		"client-ca-file":                  p.Trust(pki.ClusterCA),
 		"tls-cert-file":                   p.Cert(pki.APIServer),
 		"tls-private-key-file":            p.Key(pki.APIServer),
 		"tls-min-version":                 "VersionTLS12",

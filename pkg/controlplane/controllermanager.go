@@ -27,7 +27,7 @@ func controllerManagerArgs(c *config.ControlPlane, p Paths) map[string]string {
 		"kube-api-qps":                 "200",
 		"kube-api-burst":               "400",
 		"secure-port":                  strconv.Itoa(c.Ports.ControllerManager),
-		"client-ca-file":               p.Cert(pki.ClusterCA),
+		"client-ca-file":               p.Trust(pki.ClusterCA),
 		"requestheader-client-ca-file": p.Cert(pki.FrontProxyCA),
 		// One signer per CA: kubelet serving certificates come from their own
 		// CA, so no CSR a node gets approved can yield a certificate the
@@ -42,14 +42,16 @@ func controllerManagerArgs(c *config.ControlPlane, p Paths) map[string]string {
 		"cluster-signing-legacy-unknown-cert-file":        p.Cert(pki.ClusterCA),
 		"cluster-signing-legacy-unknown-key-file":         p.Key(pki.ClusterCA),
 		"tls-cipher-suites":                               pki.CipherSuitesFlag(),
-		"root-ca-file":                                    p.Cert(pki.ClusterCA),
+		"root-ca-file":                                    p.Trust(pki.ClusterCA),
 		"service-account-private-key-file":                filepath.Join(p.PKI(), pki.ServiceAccountKey),
 		"use-service-account-credentials":                 "true",
-		"controllers":                                     "*,bootstrapsigner,tokencleaner",
-		"allocate-node-cidrs":                             "true",
-		"cluster-cidr":                                    c.Network.PodCIDR,
-		"service-cluster-ip-range":                        c.Network.ServiceCIDR,
-		"node-cidr-mask-size":                             "24",
+		// kube-root-ca.crt is published by our trustPublisher, which follows
+		// the trust bundle through a CA rotation (upstream's reads it once).
+		"controllers":              "*,bootstrapsigner,tokencleaner,-root-ca-cert-publisher",
+		"allocate-node-cidrs":      "true",
+		"cluster-cidr":             c.Network.PodCIDR,
+		"service-cluster-ip-range": c.Network.ServiceCIDR,
+		"node-cidr-mask-size":      "24",
 		// One control plane: nothing to elect, and no lease round-trips at start.
 		"leader-elect": "false",
 		"profiling":    "false",

@@ -190,6 +190,7 @@ func newComponents(c *config.ControlPlane, paths Paths, bundle *pki.Bundle, prog
 		return nil, err
 	}
 	store := newEtcd(paths, c.Ports.EtcdClient, c.Ports.EtcdPeer)
+	renewal := newCertRenewal(c, paths, progress)
 	components := []component.Component{
 		store,
 		&diskGuard{dir: c.DataDir, etcd: store},
@@ -197,9 +198,9 @@ func newComponents(c *config.ControlPlane, paths Paths, bundle *pki.Bundle, prog
 		&controllerManager{upstreamServer{args: mergeArgs(controllerManagerArgs(c, paths), c.ExtraArgs.ControllerManager), health: health["kube-controller-manager"], stopTimeout: controllerStopTimeout}},
 		&scheduler{upstreamServer{args: mergeArgs(schedulerArgs(c, paths), c.ExtraArgs.Scheduler), health: health["kube-scheduler"], stopTimeout: controllerStopTimeout}},
 		&bootstrapObjects{kubeconfig: paths.Kubeconfig(pki.SuperAdmin)},
-		newCertRenewal(c, paths, progress),
+		renewal,
 	}
-	components = append(components, joinComponents(c, paths)...)
+	components = append(components, joinComponents(c, paths, progress, renewal.reissue)...)
 	components = append(components, storageComponents(c, paths)...)
 	components = append(components, nodeComponents(c, paths, bundle, progress)...)
 	// Last: it records the others' command lines after their Init.
@@ -209,10 +210,12 @@ func newComponents(c *config.ControlPlane, paths Paths, bundle *pki.Bundle, prog
 // joinComponents serve joining nodes: RBAC and cluster-info, the kubelet
 // CSR approver, and, unless turned off, the join endpoint
 // (install.sh, node-agent).
-func joinComponents(c *config.ControlPlane, paths Paths) []component.Component {
+func joinComponents(c *config.ControlPlane, paths Paths, progress io.Writer, reissue func() error) []component.Component {
 	components := []component.Component{
-		&joinserver.ClusterObjects{Client: controllerClient(paths, pki.JoinObjects), Server: "https://" + net.JoinHostPort(c.AdvertiseAddress, strconv.Itoa(c.APIPort)), CAFile: paths.Cert(pki.ClusterCA),
+		&joinserver.ClusterObjects{Client: controllerClient(paths, pki.JoinObjects), Server: "https://" + net.JoinHostPort(c.AdvertiseAddress, strconv.Itoa(c.APIPort)), CAFile: paths.Trust(pki.ClusterCA),
 			KubeletServingCAFile: paths.Cert(pki.KubeletServingCA)},
+		&trustPublisher{client: controllerClient(paths, pki.JoinObjects), server: "https://" + net.JoinHostPort(c.AdvertiseAddress, strconv.Itoa(c.APIPort)),
+			bundleFile: paths.Trust(pki.ClusterCA), reissue: reissue, log: progress},
 		&joinserver.CSRApprover{Client: controllerClient(paths, pki.CSRApprover),
 			APIServerCert: paths.Cert(pki.APIServer), ServiceCIDR: c.Network.ServiceCIDR, HostNode: hostNodeName(c)},
 	}
@@ -230,7 +233,7 @@ func joinComponents(c *config.ControlPlane, paths Paths) []component.Component {
 // loopbackProbeConfig trusts the cluster CA and sends no credentials: the
 // controller-manager and scheduler serve /healthz to anyone on loopback.
 func loopbackProbeConfig(paths Paths) *rest.Config {
-	return &rest.Config{TLSClientConfig: rest.TLSClientConfig{CAFile: paths.Cert(pki.ClusterCA), ServerName: "localhost"}}
+	return &rest.Config{TLSClientConfig: rest.TLSClientConfig{CAFile: paths.Trust(pki.ClusterCA), ServerName: "localhost"}}
 }
 
 func fileExists(path string) bool {

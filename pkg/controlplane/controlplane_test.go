@@ -65,7 +65,7 @@ func TestAPIServerArgsAreSecure(t *testing.T) {
 func TestControllerManagerArgs(t *testing.T) {
 	args := controllerManagerArgs(testConfig(), Paths{"/d"})
 	for k, v := range map[string]string{
-		"controllers": "*,bootstrapsigner,tokencleaner", "allocate-node-cidrs": "true", "cluster-cidr": "10.244.0.0/16",
+		"controllers": "*,bootstrapsigner,tokencleaner,-root-ca-cert-publisher", "allocate-node-cidrs": "true", "cluster-cidr": "10.244.0.0/16",
 		"leader-elect": "false", "use-service-account-credentials": "true", "terminated-pod-gc-threshold": "1000",
 		// Serving certificates from their own CA, every client signer on the cluster CA.
 		"cluster-signing-kubelet-serving-cert-file":       "/d/pki/kubelet-serving-ca.crt",

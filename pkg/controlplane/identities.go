@@ -10,6 +10,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/kubernetes/pkg/controller/certificates/rootcacertpublisher"
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/csi/api"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/joinserver"
@@ -71,6 +72,10 @@ func controllerGrants() []grant {
 			// because it holds them.
 			rule(core, []string{"nodes"}, []string{"get"}),
 			rule(core, []string{"pods", "namespaces"}, []string{"get", "list", "watch"}),
+			// kube-root-ca.crt in every namespace (trustPublisher): that
+			// ConfigMap alone (its informer lists by name), created anywhere.
+			rule(core, []string{"configmaps"}, []string{"get", "list", "watch", "update"}, rootcacertpublisher.RootCACertConfigMapName),
+			rule(core, []string{"configmaps"}, []string{"create"}),
 			rule([]string{"networking.k8s.io"}, []string{"networkpolicies"}, []string{"get", "list", "watch"}),
 			rule([]string{"policy.networking.k8s.io"}, []string{"clusternetworkpolicies"}, []string{"get", "list", "watch"}),
 		}},

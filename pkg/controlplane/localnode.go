@@ -111,7 +111,7 @@ func (l *localNode) Start(context.Context) error {
 	if err != nil {
 		return err
 	}
-	ca := pki.EncodeCert(l.bundle.CAs[pki.ClusterCA].Cert)
+	ca := l.bundle.TrustPEM(pki.ClusterCA)
 	certFile, err := nodecreds.WriteNodeFiles(n, files, ca, servingCA, cert)
 	if err != nil {
 		return fmt.Errorf("%w (joinNode: run as root, set the localNode paths, or start with --join-node=false to run no node on this host)", err)
@@ -124,7 +124,7 @@ func (l *localNode) Start(context.Context) error {
 // config, the kubeconfig and a client certificate of the current cluster CA
 // for this node are all in place.
 func (l *localNode) unusable() error {
-	_, err := nodecreds.Check(l.node, l.cfg.LocalNode.ConfigFile, l.paths.Cert(pki.ClusterCA), l.now())
+	_, err := nodecreds.Check(l.node, l.cfg.LocalNode.ConfigFile, l.paths.Trust(pki.ClusterCA), l.now())
 	return err
 }
 

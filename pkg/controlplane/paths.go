@@ -1,6 +1,10 @@
 package controlplane
 
-import "path/filepath"
+import (
+	"path/filepath"
+
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
+)
 
 // Paths is the layout of the control plane's data directory.
 type Paths struct{ DataDir string }
@@ -13,8 +17,12 @@ func (p Paths) Kubeconfig(n string) string {
 }
 func (p Paths) Cert(name string) string { return filepath.Join(p.PKI(), name+".crt") }
 func (p Paths) Key(name string) string  { return filepath.Join(p.PKI(), name+".key") }
-func (p Paths) EncryptionKey() string   { return filepath.Join(p.DataDir, "secrets", "encryption-key") }
-func (p Paths) AuditLog() string        { return filepath.Join(p.DataDir, "logs", "audit.log") }
+
+// Trust is the trust bundle of CA ca (pki.BundleName): what every party
+// that verifies certificates of that CA reads, so a CA rotation reaches it.
+func (p Paths) Trust(ca string) string { return p.Cert(pki.BundleName(ca)) }
+func (p Paths) EncryptionKey() string  { return filepath.Join(p.DataDir, "secrets", "encryption-key") }
+func (p Paths) AuditLog() string       { return filepath.Join(p.DataDir, "logs", "audit.log") }
 
 // CSIControllerSocket is where the CSI controller serves Identity and
 // Controller (for csi-sanity and debugging; 0600).

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -103,6 +104,7 @@ type certRenewal struct {
 	client   func() (kubernetes.Interface, error) // records Events
 	now      func() time.Time
 
+	mu          sync.Mutex // one check (or rotation re-issue) at a time
 	recorder    record.EventRecorder
 	broadcaster record.EventBroadcaster
 	cancel      context.CancelFunc
@@ -171,6 +173,8 @@ var eventObject = &corev1.ObjectReference{APIVersion: "v1", Kind: "Namespace", N
 
 // check renews what is due and warns about CAs close to their end.
 func (r *certRenewal) check() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	begin := time.Now()
 	now := r.now()
 	bundle, events, err := pki.Ensure(r.params, now)

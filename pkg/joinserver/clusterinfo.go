@@ -52,11 +52,7 @@ func ClusterInfoKubeconfig(server string, caPEM []byte) ([]byte, error) {
 // bootstrapsigner signs with every token, readable anonymously, and the
 // kubelet-serving CA certificate, readable by nodes and join tokens.
 func EnsureClusterObjects(ctx context.Context, client kubernetes.Interface, server string, caPEM, kubeletServingCAPEM []byte) error {
-	kubeconfig, err := ClusterInfoKubeconfig(server, caPEM)
-	if err != nil {
-		return err
-	}
-	if err := ensureClusterInfo(ctx, client, string(kubeconfig)); err != nil {
+	if err := EnsureClusterInfo(ctx, client, server, caPEM); err != nil {
 		return err
 	}
 	if err := ensureKubeletServingCA(ctx, client, kubeletServingCAPEM); err != nil {
@@ -217,4 +213,15 @@ func (c *ClusterObjects) Start(ctx context.Context) error {
 		return last
 	}
 	return err
+}
+
+// EnsureClusterInfo publishes caPEM (the cluster CA's trust bundle) in
+// kube-public/cluster-info: during a CA rotation joining nodes pin either CA,
+// and joined nodes refresh their CA file from it.
+func EnsureClusterInfo(ctx context.Context, client kubernetes.Interface, server string, caPEM []byte) error {
+	kubeconfig, err := ClusterInfoKubeconfig(server, caPEM)
+	if err != nil {
+		return err
+	}
+	return ensureClusterInfo(ctx, client, string(kubeconfig))
 }

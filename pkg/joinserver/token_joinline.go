@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -24,9 +25,9 @@ type JoinLine struct {
 	Host        string // the control plane's advertise address
 	APIPort     int
 	JoinPort    int
-	Token       string // id.secret
-	CAHash      string // sha256:<hex>, the cluster CA's pin
-	EndpointPin string // sha256//<base64>, the join endpoint's public-key pin
+	Token       string   // id.secret
+	CAHashes    []string // sha256:<hex> pins of the cluster CAs: one, or two during a CA rotation
+	EndpointPin string   // sha256//<base64>, the join endpoint's public-key pin
 }
 
 // APIServer is the API server URL nodes join.
@@ -42,21 +43,31 @@ func (j JoinLine) EndpointURL() string {
 // NodeAgentCommand is the join command for a machine with node-agent
 // installed; the token goes in node-agent's environment, not its arguments.
 func (j JoinLine) NodeAgentCommand() string {
-	return fmt.Sprintf("%s=%s node-agent join --server %s --ca-cert-hash %s", join.NodeAgentTokenEnv, j.Token, j.APIServer(), j.CAHash)
+	return fmt.Sprintf("%s=%s node-agent join --server %s%s", join.NodeAgentTokenEnv, j.Token, j.APIServer(), j.hashFlags())
 }
 
 // JoinArgs are install.sh's join flags, free of quotes so that
 // `install.sh --binary-dir DIR $(cat file)` works (test/vm/Vagrantfile). They
 // hold the token as --token: for scripts on machines without other users.
 func (j JoinLine) JoinArgs() string {
-	return fmt.Sprintf("--join %s --token %s --ca-cert-hash %s", j.APIServer(), j.Token, j.CAHash)
+	return fmt.Sprintf("--join %s --token %s%s", j.APIServer(), j.Token, j.hashFlags())
 }
 
 // InstallArgs are install.sh's flags in the one-line join: download
 // node-agent from the join endpoint (pinned), then join. The token is not
 // among them: CurlCommand passes it in install.sh's environment.
 func (j JoinLine) InstallArgs() string {
-	return fmt.Sprintf("--url %s/bin --pinned-pubkey '%s' --join %s --ca-cert-hash %s", j.EndpointURL(), j.EndpointPin, j.APIServer(), j.CAHash)
+	return fmt.Sprintf("--url %s/bin --pinned-pubkey '%s' --join %s%s", j.EndpointURL(), j.EndpointPin, j.APIServer(), j.hashFlags())
+}
+
+// hashFlags is one --ca-cert-hash per pin, each with a leading space: during
+// a CA rotation the line works before and after the old CA is retired.
+func (j JoinLine) hashFlags() string {
+	var b strings.Builder
+	for _, h := range j.CAHashes {
+		b.WriteString(" --ca-cert-hash " + h)
+	}
+	return b.String()
 }
 
 // CurlCommand is the one-line join. -k only skips the CA check: the pinned
@@ -107,7 +118,12 @@ func LoadJoinLine(ctx context.Context, client kubernetes.Interface, token string
 	if err != nil || len(cas) == 0 {
 		return JoinLine{}, fmt.Errorf("kube-public/cluster-info holds no CA certificate; restart the control plane to rewrite it")
 	}
-	line := JoinLine{Host: u.Hostname(), APIPort: apiPort, JoinPort: joinPort, Token: token, CAHash: pki.CAPin(cas[0])}
+	line := JoinLine{Host: u.Hostname(), APIPort: apiPort, JoinPort: joinPort, Token: token}
+	// cluster-info holds the trust bundle: during a CA rotation the new CA
+	// and the old one, so the line pins both.
+	for _, ca := range cas {
+		line.CAHashes = append(line.CAHashes, pki.CAPin(ca))
+	}
 	if endpointCertFile == "" {
 		return line, nil
 	}

@@ -117,7 +117,7 @@ func TestTokenRoundTrip(t *testing.T) {
 }
 
 func TestJoinLineForms(t *testing.T) {
-	j := JoinLine{Host: "10.123.0.10", APIPort: 6443, JoinPort: 6444, Token: "abcdef.0123456789abcdef", CAHash: "sha256:00ff", EndpointPin: "sha256//AAA="}
+	j := JoinLine{Host: "10.123.0.10", APIPort: 6443, JoinPort: 6444, Token: "abcdef.0123456789abcdef", CAHashes: []string{"sha256:00ff"}, EndpointPin: "sha256//AAA="}
 	if got, want := j.NodeAgentCommand(), "NODE_AGENT_TOKEN=abcdef.0123456789abcdef node-agent join --server https://10.123.0.10:6443 --ca-cert-hash sha256:00ff"; got != want {
 		t.Errorf("node-agent form\n got %s\nwant %s", got, want)
 	}
@@ -156,6 +156,14 @@ func TestJoinLineForms(t *testing.T) {
 	off.EndpointPin = ""
 	if got := off.Instructions(); strings.Contains(got, "curl") || !strings.Contains(got, "join endpoint is off") || !strings.Contains(got, "\n  "+j.NodeAgentCommand()+"\n") {
 		t.Errorf("instructions with the endpoint off:\n%s", got)
+	}
+	// During a CA rotation: both pins, each its own flag, in every form.
+	rotating := j
+	rotating.CAHashes = []string{"sha256:00ff", "sha256:11ee"}
+	for _, line := range []string{rotating.NodeAgentCommand(), rotating.JoinArgs(), rotating.InstallArgs(), rotating.CurlCommand()} {
+		if !strings.Contains(line, "--ca-cert-hash sha256:00ff --ca-cert-hash sha256:11ee") {
+			t.Errorf("rotation line lacks both pins: %s", line)
+		}
 	}
 	v6 := JoinLine{Host: "fd00::1", APIPort: 6443, JoinPort: 6444}
 	if v6.APIServer() != "https://[fd00::1]:6443" {

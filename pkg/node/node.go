@@ -95,7 +95,7 @@ const partStopTimeout = 4 * time.Second
 // components is the node, in start order.
 func components(o Options, rc *rest.Config, cs kubernetes.Interface, dyn dynamic.Interface, s config.ClusterSettings, host Host) []component.Component {
 	parts := []component.Component{
-		newServingCARefresh(cs, o.Node, o.Progress),
+		newServingCARefresh(cs, anonymousClient(rc), o.Node, o.Progress),
 		NewContainerd(o.Node, host, o.Self, o.RegistriesFile, o.Logs),
 		NewImageImport(o.Node, o.Progress),
 		newMirror(o, cs),
@@ -111,6 +111,16 @@ func components(o Options, rc *rest.Config, cs kubernetes.Interface, dyn dynamic
 	parts = append(parts, NewNodeReady(cs, o.Node.NodeName))
 	// Last: it records the others' command lines after their Init.
 	return append(parts, &component.ArgsRecorder{Components: parts, Path: EffectiveArgsFile(o.Node), Write: fsutil.WriteFileAtomic, Log: o.Progress})
+}
+
+// anonymousClient is a client without credentials that trusts what rc
+// trusts, or nil.
+func anonymousClient(rc *rest.Config) kubernetes.Interface {
+	cs, err := kubernetes.NewForConfig(rest.AnonymousClientConfig(rc))
+	if err != nil {
+		return nil
+	}
+	return cs
 }
 
 // NodeClient is a client with the node's own (kubelet) credential.

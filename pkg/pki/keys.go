@@ -116,6 +116,9 @@ func signLeaf(spec CertSpec, key crypto.Signer, ca *KeyPair, now time.Time, life
 type KeyPair struct {
 	Cert *x509.Certificate
 	Key  crypto.Signer
+	// Chain are the intermediates sent with Cert: during a CA rotation, the
+	// new CA cross-signed by the old one (see rotate.go); else none.
+	Chain []*x509.Certificate
 }
 
 func newCA(commonName string) (*KeyPair, error) {
@@ -151,7 +154,7 @@ func loadKeyPair(base string) (*KeyPair, bool, error) {
 	if !ok {
 		return nil, false, fmt.Errorf("key %s.key is not a signing key", base)
 	}
-	return &KeyPair{Cert: certs[0], Key: signer}, true, nil
+	return &KeyPair{Cert: certs[0], Key: signer, Chain: certs[1:]}, true, nil
 }
 
 func writeKeyPair(base string, kp *KeyPair) error {
@@ -164,7 +167,16 @@ func writeKeyPair(base string, kp *KeyPair) error {
 	if err := fsutil.WriteIfChanged(base+".key", keyPEM, 0o600); err != nil {
 		return err
 	}
-	return fsutil.WriteFileAtomic(base+".crt", EncodeCert(kp.Cert), 0o644)
+	return fsutil.WriteFileAtomic(base+".crt", EncodeChain(kp), 0o644)
+}
+
+// EncodeChain returns the PEM encoding of kp's certificate and its chain.
+func EncodeChain(kp *KeyPair) []byte {
+	out := EncodeCert(kp.Cert)
+	for _, c := range kp.Chain {
+		out = append(out, EncodeCert(c)...)
+	}
+	return out
 }
 
 // EncodeCert returns the PEM encoding of a certificate.

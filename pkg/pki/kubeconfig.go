@@ -19,21 +19,31 @@ func (b *Bundle) Kubeconfig(server, user string) ([]byte, error) {
 	}
 	context := user + "@" + ClusterName
 	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters[ClusterName] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: EncodeCert(b.CAs[ClusterCA].Cert)}
-	cfg.AuthInfos[user] = &clientcmdapi.AuthInfo{ClientCertificateData: EncodeCert(client.Cert), ClientKeyData: keyPEM}
+	cfg.Clusters[ClusterName] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: b.TrustPEM(ClusterCA)}
+	cfg.AuthInfos[user] = &clientcmdapi.AuthInfo{ClientCertificateData: EncodeChain(client), ClientKeyData: keyPEM}
 	cfg.Contexts[context] = &clientcmdapi.Context{Cluster: ClusterName, AuthInfo: user}
 	cfg.CurrentContext = context
 	return clientcmd.Write(*cfg)
 }
 
+// TrustPEM is the PEM of ca's trust bundle (see Bundle.Trust).
+func (b *Bundle) TrustPEM(ca string) []byte {
+	var out []byte
+	for _, c := range b.Trust[ca] {
+		out = append(out, EncodeCert(c)...)
+	}
+	return out
+}
+
 // FileKubeconfig is Kubeconfig for the control plane's own components: it
-// names the cluster CA and the client pair by path instead of embedding
-// them, so client-go reloads a renewed certificate (it does so only for
-// files) in a process that keeps running.
+// names the cluster CA's trust bundle and the client pair by path instead of
+// embedding them, so client-go reloads a renewed certificate (it does so only
+// for files) and, during a CA rotation, the bundle, in a process that keeps
+// running.
 func (b *Bundle) FileKubeconfig(server, user string) ([]byte, error) {
 	context := user + "@" + ClusterName
 	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters[ClusterName] = &clientcmdapi.Cluster{Server: server, CertificateAuthority: b.Path(ClusterCA, ".crt")}
+	cfg.Clusters[ClusterName] = &clientcmdapi.Cluster{Server: server, CertificateAuthority: b.Path(BundleName(ClusterCA), ".crt")}
 	cfg.AuthInfos[user] = &clientcmdapi.AuthInfo{ClientCertificate: b.Path(user, ".crt"), ClientKey: b.Path(user, ".key")}
 	cfg.Contexts[context] = &clientcmdapi.Context{Cluster: ClusterName, AuthInfo: user}
 	cfg.CurrentContext = context

@@ -169,6 +169,11 @@ type Bundle struct {
 	CAs       map[string]*KeyPair
 	Leaves    map[string]*KeyPair
 	Lifetimes Lifetimes // what Issue issues for
+	// Chains are the intermediates each CA's leaves carry (rotate.go).
+	Chains map[string][]*x509.Certificate
+	// Trust is each CA's trust bundle (BundleName): the CA, and during a
+	// rotation the outgoing CA after it.
+	Trust map[string][]*x509.Certificate
 }
 
 // Path returns the path of a PKI file, e.g. Path("apiserver", ".crt").
@@ -184,7 +189,8 @@ func (b *Bundle) Path(name, ext string) string {
 // leaf's existing key and replaces only its .crt, by one rename, so a
 // component reading the pair at any moment gets a matching one.
 func Ensure(p Params, now time.Time) (*Bundle, []Event, error) {
-	b := &Bundle{Dir: p.Dir, CAs: map[string]*KeyPair{}, Leaves: map[string]*KeyPair{}, Lifetimes: p.Lifetimes}
+	b := &Bundle{Dir: p.Dir, CAs: map[string]*KeyPair{}, Leaves: map[string]*KeyPair{}, Lifetimes: p.Lifetimes,
+		Chains: map[string][]*x509.Certificate{}, Trust: map[string][]*x509.Certificate{}}
 	var events []Event
 	for _, name := range CAs {
 		kp, ok, err := loadKeyPair(b.Path(name, ""))
@@ -201,6 +207,11 @@ func Ensure(p Params, now time.Time) (*Bundle, []Event, error) {
 			events = append(events, Event{Name: name, Action: "generated"})
 		}
 		b.CAs[name] = kp
+		trust, chain, err := ensureBundle(p.Dir, name, kp)
+		if err != nil {
+			return nil, nil, err
+		}
+		b.Trust[name], b.Chains[name] = trust, chain
 	}
 	for _, spec := range Leaves(p) {
 		ca := b.CAs[spec.CA]
@@ -211,6 +222,9 @@ func Ensure(p Params, now time.Time) (*Bundle, []Event, error) {
 		reason := "generated"
 		if ok {
 			reason = renewalReason(spec, kp, ca.Cert, now, p.Lifetimes)
+			if reason == "" && !sameChain(kp.Chain, b.Chains[spec.CA]) {
+				reason = "CA chain changed"
+			}
 			if reason == "" {
 				b.Leaves[spec.Name] = kp
 				continue
@@ -220,6 +234,7 @@ func Ensure(p Params, now time.Time) (*Bundle, []Event, error) {
 		if kp, err = renewLeaf(spec, ca, b.Path(spec.Name, ".key"), now, p.Lifetimes.leaf()); err != nil {
 			return nil, nil, err
 		}
+		kp.Chain = b.Chains[spec.CA]
 		if err := writeKeyPair(b.Path(spec.Name, ""), kp); err != nil {
 			return nil, nil, fmt.Errorf("failed to write %s: %w", spec.Name, err)
 		}

@@ -14,6 +14,11 @@ import (
 // node_test.go and nodehelpers_test.go): the uninstall script
 // install.sh wrote on each joined node removes node-agent, and the Nodes are
 // deleted from the cluster.
+// TestRotateCAFinish (joined_rotate_ca_test.go) runs first here: it retires
+// the old cluster CA TestRotateCAStart replaced, long after, with the nodes
+// still joined.
+func TestRotateCAFinish(t *testing.T) { testRotateCAFinish(t) }
+
 // TestRegistryMirror (registrymirror_test.go) runs here: after
 // TestNothingPulled, while the nodes are still joined.
 func TestRegistryMirror(t *testing.T) { testRegistryMirror(t) }

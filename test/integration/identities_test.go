@@ -37,6 +37,8 @@ func TestControllerIdentities(t *testing.T) {
 		"join-objects": {
 			{"update", "", "configmaps", "", "kube-public", "cluster-info", true},
 			{"update", "", "configmaps", "", "kube-system", "", false},
+			{"update", "", "configmaps", "", "kube-system", "kube-root-ca.crt", true},
+			{"get", "", "configmaps", "", "kube-system", "coredns", false},
 			{"bind", "rbac.authorization.k8s.io", "clusterroles", "", "", "system:node-bootstrapper", true},
 			{"bind", "rbac.authorization.k8s.io", "clusterroles", "", "", "cluster-admin", false},
 			{"escalate", "rbac.authorization.k8s.io", "clusterroles", "", "", "", false},
