@@ -48,9 +48,10 @@ READY=1 once /readyz answers ok.`,
 		ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()
 		return controlplane.Run(ctx, controlplane.Options{
-			Config:   c,
-			Progress: os.Stderr,
-			Notify:   notify,
+			Config:     c,
+			ConfigFile: *configPath,
+			Progress:   os.Stderr,
+			Notify:     notify,
 		})
 	}
 	return cmd

@@ -100,6 +100,7 @@ func SetDefaults(c *ControlPlane, detectAddress func() (string, error)) {
 		serve := true
 		c.JoinEndpoint = &serve
 	}
+	setEtcdDefaults(c)
 	setString(&c.LocalNode.ConfigFile, DefaultNodeConfigFile)
 	setString(&c.LocalNode.DataDir, DefaultNodeDataDir)
 	setString(&c.LocalNode.UnitDir, DefaultUnitDir)

@@ -48,6 +48,9 @@ type ControlPlane struct {
 	Policies          PoliciesConfig          `json:"policies,omitempty"`
 	SecretsEncryption SecretsEncryptionConfig `json:"secretsEncryption,omitempty"`
 	Storage           StorageConfig           `json:"storage,omitempty"`
+	// Etcd holds the embedded etcd's quota, defragmentation and scheduled
+	// snapshots (etcd.go).
+	Etcd EtcdConfig `json:"etcd,omitempty"`
 
 	// JoinNode makes the control-plane host a node too (it runs node-agent
 	// with credentials the control plane issues itself). Default true.

@@ -80,6 +80,7 @@ func (c *ControlPlane) Validate() []error {
 		add("policies.podSecurityStandard", c.Policies.PodSecurityStandard, "must be one of "+strings.Join(PodSecurityStandards, ", "))
 	}
 	errs = append(errs, validatePublicEgress(&c.Policies.NetworkPolicy.Workload.PublicEgress)...)
+	errs = append(errs, validateEtcd(&c.Etcd)...)
 	return errs
 }
 

@@ -27,9 +27,11 @@ import (
 
 // Options are what Run needs besides the configuration.
 type Options struct {
-	Config   *config.ControlPlane
-	Progress io.Writer          // progress lines for the user
-	Notify   func(state string) // sd_notify; may be nil
+	Config *config.ControlPlane
+	// ConfigFile is the file Config came from, saved with every snapshot.
+	ConfigFile string
+	Progress   io.Writer          // progress lines for the user
+	Notify     func(state string) // sd_notify; may be nil
 }
 
 // readyTimeout bounds how long any one component may take to become ready.
@@ -67,7 +69,7 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 
-	components, err := newComponents(c, paths, bundle, progress)
+	components, err := newComponents(c, o.ConfigFile, paths, bundle, progress)
 	if err != nil {
 		return err
 	}
@@ -173,18 +175,22 @@ func writeGeneratedFiles(c *config.ControlPlane, paths Paths, bundle *pki.Bundle
 }
 
 // newComponents wires the control plane in start order.
-func newComponents(c *config.ControlPlane, paths Paths, bundle *pki.Bundle, progress io.Writer) ([]component.Component, error) {
+func newComponents(c *config.ControlPlane, configFile string, paths Paths, bundle *pki.Bundle, progress io.Writer) ([]component.Component, error) {
 	encryption := fileExists(paths.Generated("encryption-config.yaml"))
 	health, err := healthProbes(c, paths)
 	if err != nil {
 		return nil, err
 	}
+	etcd := newEtcd(paths, c.Ports.EtcdClient, c.Ports.EtcdPeer)
+	etcd.quotaBytes = int64(c.Etcd.QuotaBackendBytes)
 	components := []component.Component{
-		newEtcd(paths, c.Ports.EtcdClient, c.Ports.EtcdPeer),
+		etcd,
 		&apiServer{upstreamServer{args: mergeArgs(apiServerArgs(c, paths, encryption), c.ExtraArgs.APIServer), health: health["kube-apiserver"], stopTimeout: 30 * time.Second, settleBeforeStop: true}},
 		&controllerManager{upstreamServer{args: mergeArgs(controllerManagerArgs(c, paths), c.ExtraArgs.ControllerManager), health: health["kube-controller-manager"], stopTimeout: 20 * time.Second}},
 		&scheduler{upstreamServer{args: mergeArgs(schedulerArgs(c, paths), c.ExtraArgs.Scheduler), health: health["kube-scheduler"], stopTimeout: 20 * time.Second}},
 		&bootstrapObjects{kubeconfig: paths.Kubeconfig(pki.SuperAdmin)},
+		&etcdMaintenance{c: c, progress: progress},
+		&scheduledSnapshots{c: c, configFile: configFile, progress: progress, now: time.Now},
 	}
 	components = append(components, joinComponents(c, paths)...)
 	components = append(components, storageComponents(c, paths)...)
