@@ -31,6 +31,10 @@ import (
 	"filippo.io/age"
 )
 
+// scryptWorkFactor is age's default (2^18 iterations, about a second);
+// tests lower it.
+var scryptWorkFactor = 18
+
 // Format is the manifest's format version; Open refuses any other.
 const Format = 1
 
@@ -103,6 +107,7 @@ func writeArchive(w io.Writer, m *Manifest, sources []source, passphrase []byte)
 		if err != nil {
 			return fmt.Errorf("failed to use the passphrase: %w", err)
 		}
+		r.SetWorkFactor(scryptWorkFactor)
 		if enc, err = age.Encrypt(w, r); err != nil {
 			return fmt.Errorf("failed to encrypt: %w", err)
 		}

@@ -120,14 +120,13 @@ func streamEtcd(ctx context.Context, o SaveOptions, f *os.File, m *Manifest) (En
 		return Entry{}, fmt.Errorf("etcd does not answer on %s (is the control plane running?): %w", o.Endpoint, err)
 	}
 	m.EtcdVersion = status.Version
+	// The snapshot is at this revision or a later one.
+	m.Revision = status.Header.Revision
 	resp, err := o.Client.SnapshotWithVersion(ctx)
 	if err != nil {
 		return Entry{}, fmt.Errorf("failed to start the etcd snapshot: %w", err)
 	}
 	defer resp.Snapshot.Close()
-	if resp.Header != nil {
-		m.Revision = resp.Header.Revision
-	}
 	h := sha256.New()
 	n, err := io.Copy(io.MultiWriter(f, h), resp.Snapshot)
 	if err == nil {
