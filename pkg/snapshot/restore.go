@@ -83,7 +83,6 @@ func Restore(o RestoreOptions) (*Manifest, error) {
 			return nil, err
 		}
 	}
-	fmt.Fprintf(progress, "restoring the snapshot of %s taken %s (etcd revision %d) into %s\n", m.Hostname, m.Created.Format(time.RFC3339), m.Revision, m.DataDir)
 
 	parent := filepath.Dir(m.DataDir)
 	if err := os.MkdirAll(parent, 0o755); err != nil {
@@ -114,7 +113,9 @@ func Restore(o RestoreOptions) (*Manifest, error) {
 	if _, err := etcdutl.NewV3(zap.NewNop()).Status(db); err != nil {
 		return nil, corrupt("etcd database: %s", firstLine(err))
 	}
-	fmt.Fprintf(progress, "verified %d files and the etcd database in %.1fs\n", len(m.Entries), time.Since(begin).Seconds())
+	// Progress starts once the snapshot is known good: a refusal is one line.
+	fmt.Fprintf(progress, "verified the snapshot of %s taken %s (etcd revision %d, %d files) in %.1fs; restoring into %s\n",
+		m.Hostname, m.Created.Format(time.RFC3339), m.Revision, len(m.Entries), time.Since(begin).Seconds(), m.DataDir)
 
 	name, peerURL := o.EtcdMember(c)
 	etcdDir := filepath.Join(staging, "etcd")
