@@ -23,6 +23,11 @@ func TestRegistryMirror(t *testing.T) { testRegistryMirror(t) }
 func TestStorageCSISanity(t *testing.T) { testStorageCSISanity(t) }
 func TestStorageVolumes(t *testing.T)   { testStorageVolumes(t) }
 
+// TestSnapshotRestore (etcdsnapshot_test.go) uninstalls lab-cp and brings it
+// back from a snapshot with install.sh --restore: the joined nodes and their
+// pods must come through it.
+func TestSnapshotRestore(t *testing.T) { testSnapshotRestore(t) }
+
 func TestPrivateNodesUninstall(t *testing.T) {
 	track(t)
 	if reuseLab {
