@@ -72,6 +72,12 @@ func (m *etcdMaintenance) check(ctx context.Context) error {
 	defer client.Close()
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
+	return maintainEtcd(ctx, client, endpoint, int64(m.c.Etcd.QuotaBackendBytes), m.c.Etcd.Defrag.Threshold, m.progress)
+}
+
+// maintainEtcd defragments when needed and disarms a NOSPACE alarm once the
+// database is back under its quota.
+func maintainEtcd(ctx context.Context, client *clientv3.Client, endpoint string, quota int64, threshold int, progress io.Writer) error {
 	st, err := client.Status(ctx, endpoint)
 	if err != nil {
 		return fmt.Errorf("etcd status: %w", err)
@@ -80,7 +86,7 @@ func (m *etcdMaintenance) check(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if !nospace && !needsDefrag(st.DbSize, st.DbSizeInUse, m.c.Etcd.Defrag.Threshold) {
+	if !nospace && !needsDefrag(st.DbSize, st.DbSizeInUse, threshold) {
 		return nil
 	}
 	begin := time.Now()
@@ -91,16 +97,16 @@ func (m *etcdMaintenance) check(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("etcd status: %w", err)
 	}
-	fmt.Fprintf(m.progress, "etcd defragmented: %s -> %s in %.2fs\n", snapshot.HumanBytes(st.DbSize), snapshot.HumanBytes(after.DbSize), time.Since(begin).Seconds())
+	fmt.Fprintf(progress, "etcd defragmented: %s -> %s in %.2fs\n", snapshot.HumanBytes(st.DbSize), snapshot.HumanBytes(after.DbSize), time.Since(begin).Seconds())
 	if nospace {
-		if float64(after.DbSize) >= disarmBelow*float64(m.c.Etcd.QuotaBackendBytes) {
-			klog.InfoS("etcd NOSPACE alarm stays: the database is still near its quota; delete objects or raise etcd.quotaBackendBytes", "size", after.DbSize, "quota", m.c.Etcd.QuotaBackendBytes)
+		if float64(after.DbSize) >= disarmBelow*float64(quota) {
+			klog.InfoS("etcd NOSPACE alarm stays: the database is still near its quota; delete objects or raise etcd.quotaBackendBytes", "size", after.DbSize, "quota", quota)
 			return nil
 		}
 		if _, err := client.AlarmDisarm(ctx, &clientv3.AlarmMember{MemberID: after.Header.MemberId, Alarm: pb.AlarmType_NOSPACE}); err != nil {
 			return fmt.Errorf("etcd alarm disarm: %w", err)
 		}
-		fmt.Fprintf(m.progress, "etcd NOSPACE alarm disarmed: the database is %s of a %s quota\n", snapshot.HumanBytes(after.DbSize), snapshot.HumanBytes(int64(m.c.Etcd.QuotaBackendBytes)))
+		fmt.Fprintf(progress, "etcd NOSPACE alarm disarmed: the database is %s of a %s quota\n", snapshot.HumanBytes(after.DbSize), snapshot.HumanBytes(quota))
 	}
 	return nil
 }
