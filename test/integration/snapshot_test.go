@@ -23,7 +23,8 @@ import (
 func TestSnapshotScheduleSaveRestore(t *testing.T) {
 	cp := newControlPlane(t)
 	snapDir := filepath.Join(cp.dir, "snapshots")
-	appendFile(t, cp.configFile, fmt.Sprintf("etcd:\n  snapshots:\n    interval: 10s\n    retention: 2\n    dir: %s\n", snapDir))
+	// A small quota, so the test can fill it; defragment at any free space.
+	appendFile(t, cp.configFile, fmt.Sprintf("etcd:\n  quotaBackendBytes: %d\n  defrag: {threshold: 1}\n  snapshots:\n    interval: 10s\n    retention: 2\n    dir: %s\n", 64<<20, snapDir))
 	begin := time.Now()
 	cp.start()
 	ready := time.Now()
@@ -35,6 +36,16 @@ func TestSnapshotScheduleSaveRestore(t *testing.T) {
 	secret, err := cs.CoreV1().Secrets("default").Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "kept"}, StringData: map[string]string{"password": "hunter2"}}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
+	}
+
+	mustPoll(t, 20*time.Second, "defragmentation at start", func(context.Context) error {
+		if log, _ := os.ReadFile(cp.logPath); !strings.Contains(string(log), "etcd defragmented: ") {
+			return fmt.Errorf("no \"etcd defragmented\" in the log")
+		}
+		return nil
+	})
+	if out, _, _ := cp.run("status"); !regexp.MustCompile(`etcd database: [0-9.]+ [KM]iB \(.* in use, \d+% free\) of a 64.0 MiB quota`).MatchString(out) || !strings.Contains(out, "etcd alarms: none") {
+		t.Errorf("status does not show etcd's database against its quota:\n%s", out)
 	}
 
 	// Scheduled: the first 10 s after start, then every 10 s; 2 kept.
@@ -139,6 +150,19 @@ func TestSnapshotScheduleSaveRestore(t *testing.T) {
 	}
 	if raw := readEtcdKey(t, cp, "/registry/secrets/default/kept"); !strings.HasPrefix(raw, "k8s:enc:") {
 		t.Errorf("restored Secret is not encrypted at rest: %q", raw[:min(len(raw), 20)])
+	}
+
+	// Filled to its quota, etcd refuses writes; status says why.
+	big := strings.Repeat("x", 900<<10)
+	var fillErr error
+	for i := 0; i < 200 && fillErr == nil; i++ {
+		_, fillErr = cs.CoreV1().ConfigMaps("default").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("big-%d", i)}, Data: map[string]string{"x": big}}, metav1.CreateOptions{})
+	}
+	if fillErr == nil || !strings.Contains(fillErr.Error(), "database space exceeded") {
+		t.Fatalf("filling etcd past its quota: %v", fillErr)
+	}
+	if out, _, err := cp.run("status"); err == nil || !strings.Contains(out, "etcd alarms: NOSPACE") {
+		t.Errorf("status with etcd full: %v\n%s", err, out)
 	}
 }
 
