@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Snapshot benchmark, without the lab: a control plane in a temp dir with
+# CONFIGMAPS (10,000) ConfigMaps; then, RUNS times (median of 3): `snapshot
+# save` (plain and encrypted: time and size), stop, wipe the data dir,
+# `snapshot restore` (time), start again (time to /readyz) and check every
+# ConfigMap is back.
+#
+#   hack/bench-snapshot.sh bin/vcluster-standalone        (RUNS=3 CONFIGMAPS=10000)
+set -euo pipefail
+
+bin=$(readlink -f "${1:-bin/vcluster-standalone}")
+runs=${RUNS:-3}
+configmaps=${CONFIGMAPS:-10000}
+here=$(cd "$(dirname "$0")" && pwd)
+
+work=$(mktemp -d /tmp/vcs-bench-snapshot.XXXXXX)
+pid=""
+cleanup() {
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+
+cat >"$work/config.yaml" <<YAML
+apiVersion: vcluster-standalone.io/v1alpha1
+kind: ControlPlaneConfig
+bindAddress: 127.0.0.1
+apiPort: $(free_port)
+dataDir: $work/data
+adminKubeconfig: $work/admin.kubeconfig
+ports: {etcdClient: $(free_port), etcdPeer: $(free_port), controllerManager: $(free_port), scheduler: $(free_port)}
+# The control plane alone: this host's own node would write /etc/node-agent.
+joinNode: false
+etcd:
+  snapshots: {interval: "0"}
+YAML
+port=$(awk '/^apiPort:/ {print $2}' "$work/config.yaml")
+export VCLUSTER_STANDALONE_CONFIG=$work/config.yaml
+
+now() { date +%s.%N; }
+since() { echo "$(now) - $1" | bc -l; }
+
+# start: sets pid and elapsed (seconds from exec to /readyz ok)
+start() {
+  local t0
+  t0=$(now)
+  "$bin" start --config "$work/config.yaml" >>"$work/start.log" 2>&1 &
+  pid=$!
+  until curl -sk --max-time 1 "https://127.0.0.1:$port/readyz" 2>/dev/null | grep -qx ok; do
+    kill -0 "$pid" 2>/dev/null || { echo "start failed:" >&2; tail -20 "$work/start.log" >&2; exit 1; }
+    sleep 0.02
+  done
+  elapsed=$(since "$t0")
+}
+
+stop() { kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; pid=""; }
+
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+count_configmaps() { "$bin" kubectl --kubeconfig "$work/admin.kubeconfig" get configmaps -A --no-headers | wc -l; }
+
+start
+echo "creating $configmaps ConfigMaps"
+go run "$here/bench/configmaps.go" -kubeconfig "$work/admin.kubeconfig" -n "$configmaps" >/dev/null
+want=$(count_configmaps)
+echo "the cluster holds $want ConfigMaps"
+printf 'bench passphrase\n' >"$work/passphrase"
+chmod 0600 "$work/passphrase"
+
+save=(); size=(); esave=(); restore=(); ready=()
+for i in $(seq 1 "$runs"); do
+  [ -n "$pid" ] || start
+  t0=$(now)
+  "$bin" snapshot save "$work/run$i.snap" 2>"$work/save.log" || { cat "$work/save.log" >&2; exit 1; }
+  save+=("$(since "$t0")")
+  size+=("$(stat -c %s "$work/run$i.snap")")
+  t0=$(now)
+  "$bin" snapshot save "$work/run$i-encrypted.snap" --passphrase-file "$work/passphrase" 2>>"$work/save.log" || { cat "$work/save.log" >&2; exit 1; }
+  esave+=("$(since "$t0")")
+  stop
+  rm -rf "$work/data"
+  t0=$(now)
+  "$bin" snapshot restore "$work/run$i.snap" 2>"$work/restore.log" || { cat "$work/restore.log" >&2; exit 1; }
+  restore+=("$(since "$t0")")
+  start
+  ready+=("$elapsed")
+  got=$(count_configmaps)
+  [ "$got" -ge "$want" ] || { echo "after restore $got ConfigMaps, want $want" >&2; exit 1; }
+  printf 'run %d: save %.2fs (%s MiB), encrypted save %.2fs, restore %.2fs, start to /readyz %.2fs, %s ConfigMaps back\n' \
+    "$i" "${save[-1]}" "$(echo "${size[-1]} / 1048576" | bc -l | xargs printf %.1f)" "${esave[-1]}" "${restore[-1]}" "${ready[-1]}" "$got"
+  rm -f "$work/run$i.snap" "$work/run$i-encrypted.snap"
+done
+
+printf '\nmedian of %d runs, %d ConfigMaps (%d cores):\n' "$runs" "$configmaps" "$(nproc)"
+printf '  snapshot save              %6.2f s\n' "$(printf '%s\n' "${save[@]}" | median)"
+printf '  snapshot size              %6.1f MiB\n' "$(echo "$(printf '%s\n' "${size[@]}" | median) / 1048576" | bc -l)"
+printf '  snapshot save, encrypted   %6.2f s\n' "$(printf '%s\n' "${esave[@]}" | median)"
+printf '  snapshot restore           %6.2f s\n' "$(printf '%s\n' "${restore[@]}" | median)"
+printf '  start after restore        %6.2f s   (to /readyz)\n' "$(printf '%s\n' "${ready[@]}" | median)"
