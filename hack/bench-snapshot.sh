@@ -28,6 +28,7 @@ apiVersion: vcluster-standalone.io/v1alpha1
 kind: ControlPlaneConfig
 bindAddress: 127.0.0.1
 apiPort: $(free_port)
+joinPort: $(free_port)
 dataDir: $work/data
 adminKubeconfig: $work/admin.kubeconfig
 ports: {etcdClient: $(free_port), etcdPeer: $(free_port), controllerManager: $(free_port), scheduler: $(free_port)}
