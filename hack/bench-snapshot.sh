@@ -13,15 +13,8 @@ runs=${RUNS:-3}
 configmaps=${CONFIGMAPS:-10000}
 here=$(cd "$(dirname "$0")" && pwd)
 
-work=$(mktemp -d /tmp/vcs-bench-snapshot.XXXXXX)
-pid=""
-cleanup() {
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+# shellcheck source=hack/bench/controlplane-lib.sh
+. "$here/bench/controlplane-lib.sh"
 
 cat >"$work/config.yaml" <<YAML
 apiVersion: vcluster-standalone.io/v1alpha1
@@ -37,32 +30,14 @@ joinNode: false
 etcd:
   snapshots: {interval: "0"}
 YAML
-port=$(awk '/^apiPort:/ {print $2}' "$work/config.yaml")
 export VCLUSTER_STANDALONE_CONFIG=$work/config.yaml
 
 now() { date +%s.%N; }
 since() { echo "$(now) - $1" | bc -l; }
 
-# start: sets pid and elapsed (seconds from exec to /readyz ok)
-start() {
-  local t0
-  t0=$(now)
-  "$bin" start --config "$work/config.yaml" >>"$work/start.log" 2>&1 &
-  pid=$!
-  until curl -sk --max-time 1 "https://127.0.0.1:$port/readyz" 2>/dev/null | grep -qx ok; do
-    kill -0 "$pid" 2>/dev/null || { echo "start failed:" >&2; tail -20 "$work/start.log" >&2; exit 1; }
-    sleep 0.02
-  done
-  elapsed=$(since "$t0")
-}
-
-stop() { kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; pid=""; }
-
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-
 count_configmaps() { "$bin" kubectl --kubeconfig "$work/admin.kubeconfig" get configmaps -A --no-headers | wc -l; }
 
-start
+start_and_time "$work"
 echo "creating $configmaps ConfigMaps"
 go run "$here/bench/configmaps.go" -kubeconfig "$work/admin.kubeconfig" -n "$configmaps" >/dev/null
 want=$(count_configmaps)
@@ -72,7 +47,7 @@ chmod 0600 "$work/passphrase"
 
 save=(); size=(); esave=(); restore=(); ready=()
 for i in $(seq 1 "$runs"); do
-  [ -n "$pid" ] || start
+  [ -n "$pid" ] || start_and_time "$work"
   t0=$(now)
   "$bin" snapshot save "$work/run$i.snap" 2>"$work/save.log" || { cat "$work/save.log" >&2; exit 1; }
   save+=("$(since "$t0")")
@@ -85,7 +60,7 @@ for i in $(seq 1 "$runs"); do
   t0=$(now)
   "$bin" snapshot restore "$work/run$i.snap" 2>"$work/restore.log" || { cat "$work/restore.log" >&2; exit 1; }
   restore+=("$(since "$t0")")
-  start
+  start_and_time "$work"
   ready+=("$elapsed")
   got=$(count_configmaps)
   [ "$got" -ge "$want" ] || { echo "after restore $got ConfigMaps, want $want" >&2; exit 1; }
