@@ -52,6 +52,7 @@ for i in $(seq 1 "$runs"); do
   "$bin" snapshot save "$work/run$i.snap" 2>"$work/save.log" || { cat "$work/save.log" >&2; exit 1; }
   save+=("$(since "$t0")")
   size+=("$(stat -c %s "$work/run$i.snap")")
+  db=$(sed -n 's/^etcd database at revision [0-9]*: \(.*\) in .*/\1/p' "$work/save.log")
   t0=$(now)
   "$bin" snapshot save "$work/run$i-encrypted.snap" --passphrase-file "$work/passphrase" 2>>"$work/save.log" || { cat "$work/save.log" >&2; exit 1; }
   esave+=("$(since "$t0")")
@@ -64,8 +65,8 @@ for i in $(seq 1 "$runs"); do
   ready+=("$elapsed")
   got=$(count_configmaps)
   [ "$got" -ge "$want" ] || { echo "after restore $got ConfigMaps, want $want" >&2; exit 1; }
-  printf 'run %d: save %.2fs (%s MiB), encrypted save %.2fs, restore %.2fs, start to /readyz %.2fs, %s ConfigMaps back\n' \
-    "$i" "${save[-1]}" "$(echo "${size[-1]} / 1048576" | bc -l | xargs printf %.1f)" "${esave[-1]}" "${restore[-1]}" "${ready[-1]}" "$got"
+  printf 'run %d: save %.2fs (%s MiB file, etcd database %s), encrypted save %.2fs, restore %.2fs, start to /readyz %.2fs, %s ConfigMaps back\n' \
+    "$i" "${save[-1]}" "$(echo "${size[-1]} / 1048576" | bc -l | xargs printf %.1f)" "$db" "${esave[-1]}" "${restore[-1]}" "${ready[-1]}" "$got"
   rm -f "$work/run$i.snap" "$work/run$i-encrypted.snap"
 done
 
