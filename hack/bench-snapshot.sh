@@ -52,7 +52,7 @@ for i in $(seq 1 "$runs"); do
   "$bin" snapshot save "$work/run$i.snap" 2>"$work/save.log" || { cat "$work/save.log" >&2; exit 1; }
   save+=("$(since "$t0")")
   size+=("$(stat -c %s "$work/run$i.snap")")
-  db=$(sed -n 's/^etcd database at revision [0-9]*: \(.*\) in .*/\1/p' "$work/save.log")
+  db=$(sed -n 's/^etcd database at revision [0-9]*: \(.*\) in .*/\1/p' "$work/save.log" | head -n1)
   t0=$(now)
   "$bin" snapshot save "$work/run$i-encrypted.snap" --passphrase-file "$work/passphrase" 2>>"$work/save.log" || { cat "$work/save.log" >&2; exit 1; }
   esave+=("$(since "$t0")")
