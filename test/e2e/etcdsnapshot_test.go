@@ -26,6 +26,7 @@ import (
 func testSnapshotRestore(t *testing.T) {
 	track(t)
 	begin := time.Now()
+	importBusybox(t, joinNodes...)
 	cs := clientset(t)
 	ns := testNamespace(t, cs, "snapshot")
 	ctx := context.Background()
