@@ -94,12 +94,12 @@ func testSnapshotRestore(t *testing.T) {
 	}
 
 	for _, n := range joinNodes {
-		waitNodeReady(t, cs, n, restoreBegin, 90*time.Second)
+		waitKubeletBack(t, cs, n, restoreBegin)
 		if pid := agentPID(t, n); pid != agents[n] {
 			t.Errorf("%s: node-agent PID %s -> %s: the node restarted or re-joined", n, agents[n], pid)
 		}
 	}
-	waitNodeReady(t, cs, cpNode, restoreBegin, 90*time.Second)
+	waitKubeletBack(t, cs, cpNode, restoreBegin)
 	for name, want := range pods {
 		got := getPod(t, cs, ns, name)
 		if state := podRunState(got); state != want {
@@ -107,6 +107,29 @@ func testSnapshotRestore(t *testing.T) {
 		}
 	}
 	t.Logf("snapshot, uninstall, restore, nodes Ready: %s", time.Since(begin).Round(100*time.Millisecond))
+}
+
+// waitKubeletBack waits until node is Ready and its kubelet renewed its
+// Lease in the restored cluster (a kubelet that keeps running posts its
+// Ready condition only when it changes, its Lease every 10 s).
+func waitKubeletBack(t *testing.T, cs kubernetes.Interface, node string, since time.Time) {
+	t.Helper()
+	poll(t, 90*time.Second, 500*time.Millisecond, "Node "+node+" Ready with a renewed Lease", func() (bool, string) {
+		ok, why, _ := nodeReady(cs, node)
+		if !ok {
+			return false, why
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		lease, err := cs.CoordinationV1().Leases("kube-node-lease").Get(ctx, node, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		if r := lease.Spec.RenewTime; r == nil || r.Time.Before(since.Truncate(time.Second)) {
+			return false, fmt.Sprintf("Lease renewed %v, before the restore", r)
+		}
+		return true, ""
+	})
 }
 
 // snapshotDeployment runs a Deployment with one pod on each joined node and
