@@ -229,7 +229,7 @@ func openArchive(file string, passphrase func() ([]byte, error)) (*reader, error
 	case bytes.HasPrefix(head, gzipMagic):
 	default:
 		r.Close()
-		return nil, corrupt("not a vcluster-standalone snapshot (neither gzip nor age)")
+		return nil, corrupt("neither gzip nor age data: not a snapshot file")
 	}
 	gz, err := gzip.NewReader(in)
 	if err != nil {
