@@ -87,8 +87,9 @@ func testSnapshotRestore(t *testing.T) {
 		}
 	}
 	// etcd's raw database: the Secret's key is followed by an encrypted value
-	// (protobuf framing between them; newlines folded so grep sees one line).
-	raw := mustInNode(t, cpNode, "sh", "-c", fmt.Sprintf("db=/var/lib/vcluster-standalone/etcd/member/snap/db; grep -a -c %q $db; tr '\\n' ' ' <$db | grep -a -o '/registry/secrets/%s/kept.\\{0,24\\}k8s:enc:[a-z]*:v1:' | head -n1 || true", marker, ns))
+	// (protobuf framing between them; newlines folded so grep sees one line,
+	// and the C locale so that "." matches any byte).
+	raw := mustInNode(t, cpNode, "sh", "-c", fmt.Sprintf("db=/var/lib/vcluster-standalone/etcd/member/snap/db; export LC_ALL=C; grep -a -c %q $db; tr '\\n' ' ' <$db | grep -a -o '/registry/secrets/%s/kept.\\{0,24\\}k8s:enc:[a-z]*:v1:' | head -n1 || true", marker, ns))
 	if lines := strings.Split(raw, "\n"); lines[0] != "0" || len(lines) < 2 || !strings.Contains(lines[1], "k8s:enc:") {
 		t.Errorf("restored Secret not encrypted at rest in etcd's database: %q", raw)
 	}
