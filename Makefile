@@ -81,6 +81,7 @@ vet:
 
 bench: build images
 	hack/bench-controlplane.sh $(BIN)/vcluster-standalone
+	hack/bench-snapshot.sh $(BIN)/vcluster-standalone
 	LAB_BIN=$(BIN) hack/bench-node.sh
 	LAB_BIN=$(BIN) hack/bench-network.sh
 	LAB_BIN=$(BIN) hack/bench-storage.sh

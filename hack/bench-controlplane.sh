@@ -12,15 +12,8 @@ creates=${CREATES:-500}
 rss_wait=${RSS_WAIT:-60}
 here=$(cd "$(dirname "$0")" && pwd)
 
-work=$(mktemp -d /tmp/vcs-bench.XXXXXX)
-pid=""
-cleanup() {
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+# shellcheck source=hack/bench/controlplane-lib.sh
+. "$here/bench/controlplane-lib.sh"
 
 write_config() { # $1 = dir
   cat >"$1/config.yaml" <<YAML
@@ -28,6 +21,7 @@ apiVersion: vcluster-standalone.io/v1alpha1
 kind: ControlPlaneConfig
 bindAddress: 127.0.0.1
 apiPort: $(free_port)
+joinPort: $(free_port)
 dataDir: $1/data
 adminKubeconfig: $1/admin.kubeconfig
 ports: {etcdClient: $(free_port), etcdPeer: $(free_port), controllerManager: $(free_port), scheduler: $(free_port)}
@@ -35,24 +29,6 @@ ports: {etcdClient: $(free_port), etcdPeer: $(free_port), controllerManager: $(f
 joinNode: false
 YAML
 }
-
-# start_and_time DIR: sets pid and elapsed (seconds from exec to /readyz ok)
-start_and_time() {
-  local dir=$1 t0 port
-  port=$(awk '/^apiPort:/ {print $2}' "$dir/config.yaml")
-  t0=$(date +%s.%N)
-  "$bin" start --config "$dir/config.yaml" >>"$dir/start.log" 2>&1 &
-  pid=$!
-  until curl -sk --max-time 1 "https://127.0.0.1:$port/readyz" 2>/dev/null | grep -qx ok; do
-    kill -0 "$pid" 2>/dev/null || { echo "start failed:" >&2; tail -20 "$dir/start.log" >&2; exit 1; }
-    sleep 0.02
-  done
-  elapsed=$(echo "$(date +%s.%N) - $t0" | bc -l)
-}
-
-stop() { kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; pid=""; }
-
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 cold=(); warm=(); rss=(); p50=(); p99=()
 for i in $(seq 1 "$runs"); do

@@ -4,6 +4,7 @@
 # Control plane (default):   sh install.sh [--binary-dir DIR | --url URL] [flags]
 # Node joining a cluster:    VCS_TOKEN=ID.SECRET sh install.sh --join https://CP:6443 --ca-cert-hash sha256:HEX
 # Remove everything:         sh install.sh --uninstall   (or: vcluster-standalone-uninstall.sh)
+# Control plane from a snapshot: sh install.sh --restore FILE [--binary-dir DIR | --url URL]
 #
 # Re-running upgrades in place: binaries and units are replaced, the service is
 # restarted, and the cluster's data (/var/lib/...) is kept. Run with --help for
@@ -33,6 +34,7 @@ Usage:
                                            install a node that joins the cluster at URL
   install.sh --uninstall                   stop services and remove every file,
                                            unit, mount, iptables chain and interface
+  install.sh --restore FILE [flags]        install the control plane from a snapshot
 
 Where binaries come from (first that applies):
   --binary-dir DIR        take vcluster-standalone / node-agent from DIR
@@ -51,6 +53,12 @@ Control-plane flags (written to /etc/vcluster-standalone/config.yaml):
   --tls-san NAME          extra SAN for the API server certificate (repeatable)
   --data-dir DIR          data directory (default /var/lib/vcluster-standalone)
   --config FILE           install FILE as the config instead of generating one
+  --restore FILE          restore FILE (from `vcluster-standalone snapshot save`)
+                          before the first start: etcd, CAs, keys and the config
+                          all come from it (no other config flag); refused if
+                          corrupt or while a control plane runs. An encrypted
+                          snapshot's passphrase: --passphrase-file FILE or the
+                          VCS_SNAPSHOT_PASSPHRASE environment variable
   The control-plane host is a node too (joinNode): install.sh then starts
   node-agent.service with the credentials start wrote. To keep workloads off
   it, put "joinNode: false" in the config (--config FILE).
@@ -96,6 +104,8 @@ ADVERTISE=""
 SANS=""
 DATA_DIR=""
 CONFIG_FILE=""
+RESTORE=""
+PASS_FILE=""
 JOIN=${VCS_JOIN:-}
 # The token must reach no child but node-agent join (join_node), and that
 # through its environment: drop it from ours before anything runs. TOKEN is
@@ -130,6 +140,8 @@ while [ $# -gt 0 ]; do
 	--tls-san) need_value "$1" $# && SANS="$SANS $2" && CONFIG_FLAGS=1 && shift ;;
 	--data-dir) need_value "$1" $# && DATA_DIR=$2 && CONFIG_FLAGS=1 && shift ;;
 	--config) need_value "$1" $# && CONFIG_FILE=$2 && shift ;;
+	--restore) need_value "$1" $# && RESTORE=$2 && shift ;;
+	--passphrase-file) need_value "$1" $# && PASS_FILE=$2 && shift ;;
 	--join) need_value "$1" $# && JOIN=$2 && shift ;;
 	--token) need_value "$1" $# && TOKEN=$2 && shift ;;
 	--ca-cert-hash) need_value "$1" $# && CA_HASH=${CA_HASH:+$CA_HASH,}$2 && shift ;;
@@ -142,6 +154,14 @@ while [ $# -gt 0 ]; do
 	shift
 done
 [ "$MODE" = uninstall ] || [ -z "$JOIN" ] || MODE=node
+
+if [ -n "$RESTORE" ]; then
+	[ "$MODE" = controlplane ] || die "--restore installs a control plane; it does not go with --join or --uninstall"
+	if [ "$CONFIG_FLAGS" -ne 0 ] || [ -n "$CONFIG_FILE" ]; then
+		die "--restore takes the config from the snapshot; drop --config, --advertise-address, --tls-san and --data-dir"
+	fi
+	[ -f "$RESTORE" ] || die "--restore: no snapshot file $RESTORE"
+fi
 
 case $TIMEOUT in
 '' | *[!0-9]*) die "--timeout must be a number of seconds, got '$TIMEOUT'" ;;
@@ -387,6 +407,18 @@ write_cp_config() {
 	[ -f "$dir/$CP_NAME.env" ] || install -m 0600 /dev/null "$dir/$CP_NAME.env"
 }
 
+# restore_snapshot BINARY: the snapshot is verified whole, then its etcd,
+# PKI, keys and config are put in place, before anything is installed (a
+# refused snapshot leaves the machine as it was).
+restore_snapshot() {
+	info "restoring $RESTORE"
+	bin=$1
+	set -- snapshot restore "$RESTORE" --config /etc/vcluster-standalone/config.yaml
+	[ -z "$PASS_FILE" ] || set -- "$@" --passphrase-file "$PASS_FILE"
+	"$bin" "$@" || exit 1 # it printed the one-line error
+	CHANGED=1
+}
+
 # join_node: discovery, TLS bootstrap, node config, credentials and unit, by
 # node-agent itself. The token goes through the environment, not the command
 # line (ps shows that), and is never written to disk.
@@ -420,6 +452,7 @@ do_install() {
 		die "$name binary cannot print its unit ($(head -n1 "$tmp/unit.err")); is it a $name binary?"
 	version=$("$tmp/$name" version 2>/dev/null | head -n1 | awk '{print $NF}')
 	info "installing $name ${version:-(unknown version)}"
+	if [ "$name" = "$CP_NAME" ] && [ -n "$RESTORE" ]; then restore_snapshot "$tmp/$name"; fi
 
 	mkdir -p "$BIN_DIR"
 	if [ "$(install_file "$tmp/$name" "$BIN_DIR/$name" 0755)" = changed ]; then

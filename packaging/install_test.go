@@ -29,6 +29,10 @@ func TestInstallScriptFlagErrors(t *testing.T) {
 		{[]string{"--url", "https://releases.example.com/v1", "--sha256", "abc"}, "install.sh: error: --sha256 must be 64 lowercase hex digits (as sha256sum prints), got 'abc'"},
 		{[]string{"--url", "https://releases.example.com/v1", "--sha256", strings.ToUpper(sum)}, "install.sh: error: --sha256 must be 64 lowercase hex digits (as sha256sum prints), got '" + strings.ToUpper(sum) + "'"},
 		{[]string{"--sha256", sum}, "install.sh: error: --sha256 and --pinned-pubkey check what --url downloads; give --url URL too"},
+		// The config of a restore is the snapshot's.
+		{[]string{"--restore", "/no/such.snap"}, "install.sh: error: --restore: no snapshot file /no/such.snap"},
+		{[]string{"--restore", "install.sh", "--advertise-address", "192.0.2.10"}, "install.sh: error: --restore takes the config from the snapshot; drop --config, --advertise-address, --tls-san and --data-dir"},
+		{[]string{"--restore", "install.sh", "--join", "https://192.0.2.10:6443"}, "install.sh: error: --restore installs a control plane; it does not go with --join or --uninstall"},
 	}
 	for _, c := range cases {
 		cmd := exec.Command("sh", append([]string{"install.sh"}, c.args...)...)

@@ -41,6 +41,7 @@ func newRootCommand() *cobra.Command {
 		newCertsCommand(),
 		newUnitCommand(),
 		newTokenCommand(),
+		newSnapshotCommand(),
 	)
 	return root
 }

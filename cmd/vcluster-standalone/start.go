@@ -52,9 +52,10 @@ for room, up to 4 minutes, and starts as soon as there is.`,
 		ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()
 		return controlplane.Run(ctx, controlplane.Options{
-			Config:   c,
-			Progress: os.Stderr,
-			Notify:   notify,
+			Config:     c,
+			ConfigFile: *configPath,
+			Progress:   os.Stderr,
+			Notify:     notify,
 			// Set by systemd (RuntimeDirectory= in the unit).
 			RunDir: os.Getenv("RUNTIME_DIRECTORY"),
 		})

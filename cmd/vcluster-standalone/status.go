@@ -14,6 +14,7 @@ import (
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/controlplane"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/snapshot"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/version"
 )
 
@@ -66,6 +67,9 @@ so ps does not show them; this is what auditors and kube-bench read.`,
 		}
 		w.Flush()
 		fmt.Fprintln(out)
+		if !printEtcd(cmd, out, c) {
+			unhealthy++
+		}
 		problems, _ := printCerts(out, pki.Check(controlplane.Paths{DataDir: c.DataDir}.PKI()), time.Now(), c.Certificates)
 		if unhealthy > 0 || problems > 0 {
 			return fmt.Errorf("%d component(s) unhealthy, %d certificate problem(s)", unhealthy, problems)
@@ -73,6 +77,28 @@ so ps does not show them; this is what auditors and kube-bench read.`,
 		return nil
 	}
 	return cmd
+}
+
+// printEtcd shows etcd's database against its quota and its alarms; false
+// when etcd cannot be read or has an alarm (NOSPACE: writes are refused).
+func printEtcd(cmd *cobra.Command, out io.Writer, c *config.ControlPlane) bool {
+	st, err := controlplane.EtcdStatus(cmd.Context(), c)
+	if err != nil {
+		fmt.Fprintf(out, "etcd database: unknown: %s\n\n", err)
+		return false
+	}
+	free := 0.0
+	if st.DBSize > 0 {
+		free = 100 * float64(st.DBSize-st.DBSizeInUse) / float64(st.DBSize)
+	}
+	fmt.Fprintf(out, "etcd database: %s (%s in use, %.0f%% free) of a %s quota (%.1f%%), revision %d\n",
+		snapshot.HumanBytes(st.DBSize), snapshot.HumanBytes(st.DBSizeInUse), free, snapshot.HumanBytes(st.Quota), 100*float64(st.DBSize)/float64(st.Quota), st.Revision)
+	if len(st.Alarms) == 0 {
+		fmt.Fprintf(out, "etcd alarms: none\n\n")
+		return true
+	}
+	fmt.Fprintf(out, "etcd alarms: %s (NOSPACE: etcd refuses writes until the database is back under its quota; delete objects or raise etcd.quotaBackendBytes)\n\n", strings.Join(st.Alarms, ", "))
+	return false
 }
 
 func newCertsCommand() *cobra.Command {

@@ -101,6 +101,7 @@ func SetDefaults(c *ControlPlane, detectAddress func() (string, error)) {
 		c.JoinEndpoint = &serve
 	}
 	setCertificateDefaults(&c.Certificates)
+	setEtcdDefaults(c)
 	setString(&c.LocalNode.ConfigFile, DefaultNodeConfigFile)
 	setString(&c.LocalNode.DataDir, DefaultNodeDataDir)
 	setString(&c.LocalNode.UnitDir, DefaultUnitDir)

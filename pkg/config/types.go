@@ -50,6 +50,9 @@ type ControlPlane struct {
 	Storage           StorageConfig           `json:"storage,omitempty"`
 	// Certificates sets leaf lifetimes and their renewal while running.
 	Certificates CertificatesConfig `json:"certificates,omitempty"`
+	// Etcd holds the embedded etcd's quota, defragmentation and scheduled
+	// snapshots (etcd.go).
+	Etcd EtcdConfig `json:"etcd,omitempty"`
 
 	// JoinNode makes the control-plane host a node too (it runs node-agent
 	// with credentials the control plane issues itself). Default true.

@@ -81,6 +81,7 @@ func (c *ControlPlane) Validate() []error {
 	}
 	errs = append(errs, validatePublicEgress(&c.Policies.NetworkPolicy.Workload.PublicEgress)...)
 	errs = append(errs, validateCertificates(&c.Certificates)...)
+	errs = append(errs, validateEtcd(&c.Etcd)...)
 	return errs
 }
 

@@ -27,9 +27,11 @@ import (
 
 // Options are what Run needs besides the configuration.
 type Options struct {
-	Config   *config.ControlPlane
-	Progress io.Writer          // progress lines for the user
-	Notify   func(state string) // sd_notify; may be nil
+	Config *config.ControlPlane
+	// ConfigFile is the file Config came from, saved with every snapshot.
+	ConfigFile string
+	Progress   io.Writer          // progress lines for the user
+	Notify     func(state string) // sd_notify; may be nil
 	// RunDir holds what a start remembers of the previous one (systemd's
 	// RuntimeDirectory, kept across restarts, never on the data dir's
 	// disk); "" means each start is a first one.
@@ -92,7 +94,7 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 
-	components, err := newComponents(c, paths, bundle, progress)
+	components, err := newComponents(c, o.ConfigFile, paths, bundle, progress)
 	if err != nil {
 		return err
 	}
@@ -183,13 +185,14 @@ func writeGeneratedFiles(c *config.ControlPlane, paths Paths, bundle *pki.Bundle
 }
 
 // newComponents wires the control plane in start order.
-func newComponents(c *config.ControlPlane, paths Paths, bundle *pki.Bundle, progress io.Writer) ([]component.Component, error) {
+func newComponents(c *config.ControlPlane, configFile string, paths Paths, bundle *pki.Bundle, progress io.Writer) ([]component.Component, error) {
 	encryption := fileExists(paths.Generated("encryption-config.yaml"))
 	health, err := healthProbes(c, paths)
 	if err != nil {
 		return nil, err
 	}
 	store := newEtcd(paths, c.Ports.EtcdClient, c.Ports.EtcdPeer)
+	store.quotaBytes = int64(c.Etcd.QuotaBackendBytes)
 	renewal := newCertRenewal(c, paths, progress)
 	components := []component.Component{
 		store,
@@ -199,6 +202,8 @@ func newComponents(c *config.ControlPlane, paths Paths, bundle *pki.Bundle, prog
 		&scheduler{upstreamServer{args: mergeArgs(schedulerArgs(c, paths), c.ExtraArgs.Scheduler), health: health["kube-scheduler"], stopTimeout: controllerStopTimeout}},
 		&bootstrapObjects{kubeconfig: paths.Kubeconfig(pki.SuperAdmin)},
 		renewal,
+		&etcdMaintenance{c: c, progress: progress},
+		&scheduledSnapshots{c: c, configFile: configFile, progress: progress, now: time.Now},
 	}
 	components = append(components, joinComponents(c, paths, progress, renewal.reissue)...)
 	components = append(components, storageComponents(c, paths)...)

@@ -58,6 +58,9 @@ func etcdFlags(cfg *embed.Config) []string {
 		"tls-max-version":     cfg.TlsMaxVersion,
 		"listen-metrics-urls": joinURLs(cfg.ListenMetricsUrls),
 	}
+	if cfg.QuotaBackendBytes > 0 {
+		optional["quota-backend-bytes"] = strconv.FormatInt(cfg.QuotaBackendBytes, 10)
+	}
 	for k, v := range optional {
 		if v != "" {
 			flags[k] = v

@@ -27,6 +27,7 @@ type etcd struct {
 	paths      Paths
 	clientPort int
 	peerPort   int
+	quotaBytes int64 // etcd.quotaBackendBytes
 
 	cfg     *embed.Config
 	server  *embed.Etcd
@@ -73,6 +74,7 @@ func (e *etcd) Init(context.Context) error {
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(lg)
 	// Only the apiserver talks to etcd, over gRPC: the JSON gateway is dead weight.
 	cfg.EnableGRPCGateway = false
+	cfg.QuotaBackendBytes = e.quotaBytes
 	e.cfg = cfg
 	return nil
 }

@@ -10,10 +10,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// TestPrivateNodesUninstall runs last of the node tests (this file sorts after
-// node_test.go and nodehelpers_test.go): the uninstall script
-// install.sh wrote on each joined node removes node-agent, and the Nodes are
-// deleted from the cluster.
 // TestRotateCAFinish (joined_rotate_ca_test.go) runs first here: it retires
 // the old cluster CA TestRotateCAStart replaced, long after, with the nodes
 // still joined.
@@ -31,6 +27,15 @@ func TestStorageVolumes(t *testing.T)   { testStorageVolumes(t) }
 // Live certificate renewal (certs_renewal_test.go) needs the joined nodes.
 func TestCertRenewalLive(t *testing.T) { testCertRenewalLive(t) }
 
+// TestSnapshotRestore (etcdsnapshot_test.go) uninstalls lab-cp and brings it
+// back from a snapshot with install.sh --restore: the joined nodes and their
+// pods must come through it.
+func TestSnapshotRestore(t *testing.T) { testSnapshotRestore(t) }
+
+// TestPrivateNodesUninstall runs last of the node tests (this file sorts after
+// node_test.go and nodehelpers_test.go): the uninstall script
+// install.sh wrote on each joined node removes node-agent, and the Nodes are
+// deleted from the cluster.
 func TestPrivateNodesUninstall(t *testing.T) {
 	track(t)
 	if reuseLab {
