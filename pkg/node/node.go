@@ -24,7 +24,6 @@ import (
 // Options are what `node-agent run` passes in.
 type Options struct {
 	Node           *config.Node
-	Self           string // node-agent's executable, run again as containerd, shim and CNI plugin
 	RegistriesFile string
 	Progress       io.Writer // step lines for the journal
 	Logs           io.Writer // containerd's output
@@ -78,7 +77,7 @@ func Run(ctx context.Context, o Options) error {
 func components(o Options, rc *rest.Config, cs kubernetes.Interface, dyn dynamic.Interface, s config.ClusterSettings, host Host) []component.Component {
 	parts := []component.Component{
 		newServingCARefresh(cs, o.Node, o.Progress),
-		NewContainerd(o.Node, host, o.Self, o.RegistriesFile, o.Logs),
+		NewContainerd(o.Node, host, o.RegistriesFile, o.Logs),
 		NewImageImport(o.Node, o.Progress),
 		newMirror(o, cs),
 		// Before the kubelet: its socket must answer the first CNI ADD.

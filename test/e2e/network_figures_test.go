@@ -189,7 +189,7 @@ rm -f /tmp/e2e-cni.out`, confJSON, netCNIRuns, env("ADD"), env("DEL"), plugin)
 			us[f[0]] = append(us[f[0]], v/1000)
 		}
 	}
-	// VERSION does no work: the cost of starting the (multi-call) binary.
+	// VERSION does no work: the cost of starting the plugin binary.
 	for _, op := range []string{"add", "del", "version"} {
 		ms := us[op]
 		if len(ms) != netCNIRuns {
