@@ -14,7 +14,8 @@
 #                      once the previous one runs (an idle node's latency); and
 #                      of SPREAD_PODS pods created back to back across both
 #                      private nodes, in turn. Each figure is the median over
-#                      RUNS runs (the machine is shared: medians, not means)
+#                      RUNS runs (the machine is shared: medians, not means),
+#                      each started once the nodes have cleaned up the last one
 #   shim start         p50/p99 of containerd's runc shim start on the node, as
 #                      containerd starts it (`start`, which re-executes the shim
 #                      as its daemon) to the daemon's first ttrpc answer
@@ -99,10 +100,26 @@ join_nodes "${fresh[@]}"
 for n in "${nodes[@]}"; do "$lab" exec "$n" node-agent images import "$image_archive" >/dev/null; done
 spread_nodes=$(IFS=,; echo "${nodes[*]}")
 col() { cut -d' ' -f"$1" | median; } # median of column N of "p50 p99 max" lines
+# A deleted pod is gone from the API before its node has removed its
+# sandbox; each measurement starts once the nodes are back to the shims
+# they had before (at most 2 minutes), so no run pays for the last one's cleanup.
+shims() { "$lab" exec "$1" sh -c 'ps -eo args= | grep -c -- "^[^ ]* -namespace k8s.io -id"' || true; }
+declare -A idle
+for n in "${nodes[@]}"; do idle[$n]=$(shims "$n"); done
+settle() {
+	local n t0
+	t0=$(now)
+	for n in "${nodes[@]}"; do
+		while [ "$(shims "$n")" -gt "${idle[$n]}" ] && [ "$(echo "$(now) - $t0 < 120" | bc -l)" = 1 ]; do sleep 0.5; done
+	done
+}
 burst=(); serial=(); spread=(); shim=()
 for ((r = 1; r <= runs; r++)); do
+	settle
 	burst+=("$("$pods_tool" -kubeconfig "$kubeconfig" -node "$pod_node" -ns "$ns" -n "$pods" latency)")
+	settle
 	serial+=("$("$pods_tool" -kubeconfig "$kubeconfig" -node "$pod_node" -ns "$ns" -n "$serial_pods" -serial latency)")
+	settle
 	spread+=("$("$pods_tool" -kubeconfig "$kubeconfig" -node "$spread_nodes" -ns "$ns" -n "$spread_pods" latency)")
 	echo "run $r: $pods pods on $pod_node: ${burst[-1]}; one at a time: ${serial[-1]}; $spread_pods on $spread_nodes: ${spread[-1]} (p50 p99 max, s)" >&2
 done
