@@ -17,9 +17,6 @@ import (
 )
 
 func main() {
-	if multiCall() {
-		return
-	}
 	root := newRootCommand()
 	if err := root.Execute(); err != nil {
 		fmt.Fprintf(os.Stderr, "error: %s\n", strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", " "))
@@ -37,7 +34,7 @@ func newRootCommand() *cobra.Command {
   NODE_AGENT_TOKEN=abcdef.0123456789abcdef node-agent join --server https://192.0.2.10:6443 --ca-cert-hash sha256:<64 hex>`,
 	}
 	root.CompletionOptions.DisableDefaultCmd = true
-	root.AddCommand(newJoinCommand(), newRunCommand(), newImagesCommand(), newStatusCommand(), newResetCommand(), newContainerdCommand(), newVersionCommand(), newUnitCommand())
+	root.AddCommand(newJoinCommand(), newRunCommand(), newImagesCommand(), newStatusCommand(), newResetCommand(), newVersionCommand(), newUnitCommand())
 	return root
 }
 

@@ -45,10 +45,6 @@ READY=1 once the Node is Ready. Stopping leaves running containers alone.`,
 		if len(errs) > 0 {
 			return joinLines(errs)
 		}
-		self, err := os.Executable()
-		if err != nil {
-			return fmt.Errorf("cannot find node-agent's own executable: %w", err)
-		}
 		// A data dir joined before the marker existed gets it now, so reset
 		// still removes it.
 		if ours, err := config.ClaimDataDir(n.DataDir, "pki"); err == nil && !ours {
@@ -59,7 +55,7 @@ READY=1 once the Node is Ready. Stopping leaves running containers alone.`,
 		ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()
 		return node.Run(ctx, node.Options{
-			Node: n, Self: self, RegistriesFile: registries,
+			Node: n, RegistriesFile: registries,
 			Progress: os.Stderr, Logs: os.Stderr, Notify: notify, ReadyTimeout: timeout,
 		})
 	}

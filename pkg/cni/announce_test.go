@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/vcluster-standalone/vcluster-standalone/pkg/cni/netpol"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/cni/announce"
 )
 
 func TestAnnouncePodReadsTheKubernetesArgs(t *testing.T) {
@@ -16,14 +16,14 @@ func TestAnnouncePodReadsTheKubernetesArgs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	got := make(chan netpol.Attachment, 1)
+	got := make(chan announce.Attachment, 1)
 	go func() {
 		c, err := l.Accept()
 		if err != nil {
 			return
 		}
 		defer c.Close()
-		var a netpol.Attachment
+		var a announce.Attachment
 		_ = json.NewDecoder(c).Decode(&a)
 		got <- a
 		_, _ = c.Write([]byte("{}\n"))
@@ -32,7 +32,7 @@ func TestAnnouncePodReadsTheKubernetesArgs(t *testing.T) {
 	if err := announcePod(socket, args, net.ParseIP("10.244.1.7")); err != nil {
 		t.Fatal(err)
 	}
-	want := netpol.Attachment{Namespace: "web", Name: "api-0", UID: "1234-5678", IP: "10.244.1.7"}
+	want := announce.Attachment{Namespace: "web", Name: "api-0", UID: "1234-5678", IP: "10.244.1.7"}
 	if a := <-got; a != want {
 		t.Fatalf("announced %+v, want %+v", a, want)
 	}

@@ -2,9 +2,11 @@
 // Linux bridge, one veth pair per pod, file-based IPv4 IPAM from the node's
 // podCIDR, and hostPort DNAT in iptables chains prefixed "VCS-".
 //
-// node-agent runs it as a multi-call entry (argv[0] "vcs-cni") through
-// PluginMain; the network controller writes its config with WriteConfList;
-// node-agent's reset calls Reset.
+// The plugin is the small binary cmd/vcs-cni (PluginMain), which node-agent
+// embeds and installs: this package must stay light (no Kubernetes client or
+// scheme packages; `go list -deps ./cmd/vcs-cni`), since containerd starts it
+// for every pod. The network controller writes its config with
+// WriteConfList; node-agent's reset calls Reset.
 package cni
 
 import (
@@ -21,7 +23,7 @@ import (
 )
 
 const (
-	// PluginType is the plugin's binary name in the CNI bin dir (a symlink to node-agent).
+	// PluginType is the plugin's binary name in the CNI bin dir (cmd/vcs-cni, installed by node-agent).
 	PluginType = "vcs-cni"
 	// NetworkName is the name of the CNI network in the conflist.
 	NetworkName = "vcs"

@@ -17,7 +17,7 @@ import (
 	"github.com/vishvananda/netlink"
 	k8stypes "k8s.io/apimachinery/pkg/types"
 
-	"github.com/vcluster-standalone/vcluster-standalone/pkg/cni/netpol"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/cni/announce"
 )
 
 // supportedVersions are the spec versions the plugin speaks (GC and STATUS
@@ -29,7 +29,7 @@ const about = "vcs-cni: vcluster-standalone pod network (bridge, host-local IPAM
 // PluginMain runs the CNI plugin: it reads CNI_COMMAND and the other CNI_*
 // variables and the config on stdin, writes the result on stdout, and exits
 // the process with status 1 on error (returning normally on success).
-// node-agent calls it when invoked as "vcs-cni".
+// cmd/vcs-cni is nothing else.
 func PluginMain() {
 	skel.PluginMainFuncs(skel.CNIFuncs{
 		Add:    cmdAdd,
@@ -138,7 +138,7 @@ func add(args *skel.CmdArgs) (res *current.Result, err error) {
 // network policies are programmed, so the pod is never reachable before.
 // Sandboxes without K8S_POD_* arguments are not pods and are not announced.
 func announcePod(socket, cniArgs string, ip net.IP) error {
-	a := netpol.Attachment{IP: ip.String()}
+	a := announce.Attachment{IP: ip.String()}
 	for _, kv := range strings.Split(cniArgs, ";") {
 		key, value, _ := strings.Cut(kv, "=")
 		switch key {
@@ -155,7 +155,7 @@ func announcePod(socket, cniArgs string, ip net.IP) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), announceTimeout)
 	defer cancel()
-	return netpol.Announce(ctx, socket, a)
+	return announce.Send(ctx, socket, a)
 }
 
 // announceTimeout is how long ADD waits for node-agent to program a pod.

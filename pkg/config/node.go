@@ -133,8 +133,9 @@ const RunDir = "/run/node-agent"
 
 // Node data-dir layout: every path node-agent and its parts use.
 
-// BinDir holds runc and the multi-call links to node-agent (the containerd
-// shim and the CNI plugin); containerd and the CNI runtime search it.
+// BinDir holds the programs node-agent installs from its embedded copies:
+// runc, containerd, the containerd shim and the CNI plugin; containerd and
+// the CNI runtime search it.
 func (n *Node) BinDir() string { return filepath.Join(n.DataDir, "bin") }
 
 // ContainerdRoot is containerd's persistent root (content, snapshots, metadata).

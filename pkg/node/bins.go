@@ -1,75 +1,199 @@
 package node
 
 import (
+	"bufio"
 	"bytes"
+	"crypto/sha256"
 	"embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/cni"
-	"github.com/vcluster-standalone/vcluster-standalone/pkg/fsutil"
 )
 
-// The name under which containerd runs node-agent as its runc shim
-// (multi-call; the CNI plugin's is cni.PluginType): cmd/node-agent dispatches
-// on the program name.
+// The programs node-agent installs in its bin dir, by the names containerd
+// runs them: each is a small binary of its own (cmd/containerd,
+// cmd/containerd-shim-runc-v2, cmd/vcs-cni, and runc), so a pod's shim and
+// CNI calls start in milliseconds and hold only their own memory.
 const (
-	ShimName = "containerd-shim-runc-v2"
+	ContainerdName = "containerd"
+	ShimName       = "containerd-shim-runc-v2"
+	RuncName       = "runc"
 )
 
-// embedded holds runc, put there by `make build`.
+// nodeBinaries are the embedded programs InstallBinaries writes.
+var nodeBinaries = []string{RuncName, ContainerdName, ShimName, cni.PluginType}
+
+// embedded holds the programs and their SHA256SUMS, put there by `make build`.
 //
 //go:embed embedded
 var embedded embed.FS
 
-// Runc returns the embedded runc binary.
-func Runc() ([]byte, error) {
-	b, err := embedded.ReadFile("embedded/runc")
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, errors.New("node-agent was built without runc; build it with `make build`")
-	}
-	return b, err
+const sumsFile = "SHA256SUMS"
+
+// errNotBuilt says how to get a node-agent that carries its programs.
+func errNotBuilt(name string) error {
+	return fmt.Errorf("node-agent was built without %s; build it with `make build`", name)
 }
 
-// InstallBinaries fills binDir: runc (rewritten only when it changed, so a
-// running container's runc is never replaced under it needlessly) and links
-// to self for the containerd shim and the CNI plugin.
-func InstallBinaries(binDir, self string) error {
-	if err := os.MkdirAll(binDir, 0o755); err != nil {
-		return fmt.Errorf("failed to create %s: %w", binDir, err)
+// readSums reads SHA256SUMS (sha256sum's format) of the programs in src.
+func readSums(src fs.FS) (map[string]string, error) {
+	data, err := fs.ReadFile(src, sumsFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, errNotBuilt(sumsFile)
 	}
-	runc, err := Runc()
+	if err != nil {
+		return nil, err
+	}
+	sums := map[string]string{}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		if sum, name, ok := strings.Cut(sc.Text(), "  "); ok {
+			sums[name] = sum
+		}
+	}
+	return sums, nil
+}
+
+// InstallBinaries fills binDir with runc, containerd, the runc shim and the
+// CNI plugin. Each is rewritten (atomically) only when the installed file's
+// checksum is not the embedded one's: a running shim's or container's
+// binary is never replaced needlessly, and a start that finds them in place
+// does not read (nor page in) the embedded copies. A link to node-agent that
+// an earlier version installed is replaced by the file.
+func InstallBinaries(binDir string) error {
+	src, err := fs.Sub(embedded, "embedded")
 	if err != nil {
 		return err
 	}
-	runcPath := filepath.Join(binDir, "runc")
-	if current, err := os.ReadFile(runcPath); err != nil || !bytes.Equal(current, runc) {
-		if err := fsutil.WriteFileAtomic(runcPath, runc, 0o755); err != nil {
-			return fmt.Errorf("failed to install runc: %w", err)
-		}
+	return installBinaries(binDir, src)
+}
+
+// installBinaries installs nodeBinaries from src, which holds them and their SHA256SUMS.
+func installBinaries(binDir string, src fs.FS) error {
+	if err := os.MkdirAll(binDir, 0o755); err != nil {
+		return fmt.Errorf("failed to create %s: %w", binDir, err)
 	}
-	for _, name := range []string{ShimName, cni.PluginType} {
-		if err := ensureSymlink(self, filepath.Join(binDir, name)); err != nil {
+	sums, err := readSums(src)
+	if err != nil {
+		return err
+	}
+	wrote := false
+	for _, name := range nodeBinaries {
+		want, ok := sums[name]
+		if !ok {
+			return errNotBuilt(name)
+		}
+		path := filepath.Join(binDir, name)
+		if fileSum(path) == want {
+			continue
+		}
+		if err := installFrom(src, name, path); err != nil {
 			return err
 		}
+		wrote = true
+	}
+	if wrote {
+		releaseExecutablePages()
 	}
 	return nil
 }
 
-func ensureSymlink(target, link string) error {
-	if current, err := os.Readlink(link); err == nil && current == target {
-		return nil
+// installFrom copies src's name to path atomically (a temp file renamed
+// over it), streaming: the embedded copy is never duplicated on the heap.
+func installFrom(src fs.FS, name, path string) error {
+	in, err := src.Open(name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return errNotBuilt(name)
 	}
-	tmp := link + ".tmp"
-	_ = os.Remove(tmp)
-	if err := os.Symlink(target, tmp); err != nil {
-		return fmt.Errorf("failed to link %s: %w", link, err)
+	if err != nil {
+		return err
 	}
-	if err := os.Rename(tmp, link); err != nil {
-		return fmt.Errorf("failed to link %s: %w", link, err)
+	defer in.Close()
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+name+".tmp")
+	if err != nil {
+		return fmt.Errorf("failed to install %s: %w", name, err)
+	}
+	defer os.Remove(tmp.Name())
+	_, err = io.Copy(tmp, in)
+	if err == nil {
+		err = tmp.Chmod(0o755)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		return fmt.Errorf("failed to install %s: %w", name, err)
 	}
 	return nil
+}
+
+// releaseExecutablePages drops node-agent's page mappings of its own
+// read-only data once the embedded programs (~70 MB of it) are written:
+// otherwise those pages stay counted in node-agent's RSS for good. Only
+// mappings of the executable that are read-only and hold no page of their
+// own (no copy-on-write "Anonymous" page, e.g. after relocation) are
+// dropped: their pages are the file's, and what is used again faults in
+// from it. Writable and executable mappings are left alone.
+func releaseExecutablePages() {
+	exe, err := os.Readlink("/proc/self/exe")
+	if err != nil {
+		return
+	}
+	smaps, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		return
+	}
+	var start, end uint64
+	candidate := false
+	for _, line := range strings.Split(string(smaps), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 5 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":"):
+			// a mapping's header: start-end perms offset dev inode [path]
+			lo, hi, _ := strings.Cut(f[0], "-")
+			s, err1 := strconv.ParseUint(lo, 16, 64)
+			e, err2 := strconv.ParseUint(hi, 16, 64)
+			candidate = len(f) >= 6 && f[1] == "r--p" && f[5] == exe && err1 == nil && err2 == nil && e > s
+			start, end = s, e
+		case candidate && len(f) >= 2 && f[0] == "Anonymous:":
+			if f[1] == "0" {
+				_, _, _ = unix.Syscall(unix.SYS_MADVISE, uintptr(start), uintptr(end-start), unix.MADV_DONTNEED)
+			}
+			candidate = false
+		}
+	}
+}
+
+// fileSum is the hex SHA-256 of the regular file at path ("" if there is none).
+func fileSum(path string) string {
+	fi, err := os.Lstat(path)
+	if err != nil || !fi.Mode().IsRegular() {
+		return ""
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return ""
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }

@@ -21,14 +21,14 @@ import (
 )
 
 // Containerd runs containerd (with its CRI plugin) as a child process of
-// node-agent: `node-agent containerd --config FILE`. A child of its own keeps
+// node-agent: `<bin dir>/containerd --config FILE`, the embedded program
+// (cmd/containerd) InstallBinaries puts there. A child of its own keeps
 // containerd's globals (logging, gRPC, plugins) apart from the kubelet's, and
 // lets it die and restart without taking the kubelet's state with it.
 // Containers live in shims, which outlive both.
 type Containerd struct {
 	node     *config.Node
 	host     Host
-	self     string // the node-agent executable
 	logs     io.Writer
 	registry string // registries.yaml path
 
@@ -38,10 +38,9 @@ type Containerd struct {
 	exit   error
 }
 
-// NewContainerd returns the containerd component; self is node-agent's own
-// executable, logs receives containerd's output.
-func NewContainerd(n *config.Node, host Host, self, registriesFile string, logs io.Writer) *Containerd {
-	return &Containerd{node: n, host: host, self: self, registry: registriesFile, logs: logs, failed: make(chan error, 1)}
+// NewContainerd returns the containerd component; logs receives containerd's output.
+func NewContainerd(n *config.Node, host Host, registriesFile string, logs io.Writer) *Containerd {
+	return &Containerd{node: n, host: host, registry: registriesFile, logs: logs, failed: make(chan error, 1)}
 }
 
 func (c *Containerd) Name() string { return "containerd" }
@@ -51,7 +50,7 @@ func (c *Containerd) ConfigFile() string { return filepath.Join(c.node.DataDir, 
 
 // Init writes the binaries, registry hosts and config containerd needs.
 func (c *Containerd) Init(context.Context) error {
-	if err := InstallBinaries(c.node.BinDir(), c.self); err != nil {
+	if err := InstallBinaries(c.node.BinDir()); err != nil {
 		return err
 	}
 	if err := writeRegistryHosts(c.node, c.registry, cachedPeers(c.node)); err != nil {
@@ -74,7 +73,7 @@ func (c *Containerd) Init(context.Context) error {
 // the starting thread ends, not the process.
 func (c *Containerd) Start(context.Context) error {
 	c.stopPrevious()
-	cmd := exec.Command(c.self, "containerd", "--config", c.ConfigFile())
+	cmd := exec.Command(filepath.Join(c.node.BinDir(), ContainerdName), "--config", c.ConfigFile())
 	cmd.Stdout, cmd.Stderr = c.logs, c.logs
 	cmd.Env = append(withoutEnv(os.Environ(), "PATH", "NOTIFY_SOCKET"), "PATH="+c.node.BinDir()+":"+os.Getenv("PATH"))
 	// If node-agent dies (kill -9), containerd follows; the restarted

@@ -85,7 +85,7 @@ func renderContainerdConfig(c containerdConfig) ([]byte, error) {
 		containerdConfig
 		Disabled           []string
 		ShimPath, RuncPath string
-	}{c, disabledContainerdPlugins, filepath.Join(c.BinDir, ShimName), filepath.Join(c.BinDir, "runc")})
+	}{c, disabledContainerdPlugins, filepath.Join(c.BinDir, ShimName), filepath.Join(c.BinDir, RuncName)})
 	if err != nil {
 		return nil, fmt.Errorf("failed to render containerd config: %w", err)
 	}

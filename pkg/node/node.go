@@ -26,7 +26,6 @@ import (
 // Options are what `node-agent run` passes in.
 type Options struct {
 	Node           *config.Node
-	Self           string // node-agent's executable, run again as containerd, shim and CNI plugin
 	RegistriesFile string
 	Progress       io.Writer // step lines for the journal
 	Logs           io.Writer // containerd's output
@@ -96,7 +95,7 @@ const partStopTimeout = 4 * time.Second
 func components(o Options, rc *rest.Config, cs kubernetes.Interface, dyn dynamic.Interface, s config.ClusterSettings, host Host) []component.Component {
 	parts := []component.Component{
 		newServingCARefresh(cs, anonymousClient(rc), o.Node, o.Progress),
-		NewContainerd(o.Node, host, o.Self, o.RegistriesFile, o.Logs),
+		NewContainerd(o.Node, host, o.RegistriesFile, o.Logs),
 		NewImageImport(o.Node, o.Progress),
 		newMirror(o, cs),
 		// Before the kubelet: its socket must answer the first CNI ADD.

@@ -296,12 +296,12 @@ func TestNodeAgentKill9KeepsPods(t *testing.T) {
 	var containerds []string
 	for _, l := range strings.Split(ps, "\n") {
 		f := strings.Fields(l)
-		if len(f) >= 4 && filepath.Base(f[2]) == "node-agent" && f[3] == "containerd" {
+		if len(f) >= 4 && f[2] == "/var/lib/node-agent/bin/containerd" && f[3] == "--config" {
 			containerds = append(containerds, l)
 		}
 	}
 	if len(containerds) != 1 || strings.Fields(containerds[0])[1] != newPID {
-		t.Errorf("want one `node-agent containerd`, child of %s; have:\n%s", newPID, strings.Join(containerds, "\n"))
+		t.Errorf("want one containerd (/var/lib/node-agent/bin/containerd), child of %s; have:\n%s", newPID, strings.Join(containerds, "\n"))
 	}
 
 	// The new kubelet and containerd know the container: exec reaches it

@@ -1,7 +1,8 @@
-// Command pods measures pod startup latency on one node, or keeps pods
-// running there, for hack/bench-node.sh.
+// Command pods measures pod startup latency on one node (or several), or
+// keeps pods running there, for hack/bench-node.sh.
 //
 //	pods -kubeconfig K -node N -ns NS -n 30 latency   # prints "p50 p99 max" in seconds, deletes the pods
+//	pods -kubeconfig K -node N1,N2 -ns NS -n 100 latency   # pods spread over the nodes, in turn
 //	pods -kubeconfig K -node N -ns NS -n 10 run       # leaves 10 running pods
 //	pods -kubeconfig K -ns NS clean                   # deletes the namespace, waits until it is gone
 //	pods ... -pvc 64Mi latency                        # each pod with its own new PVC (default class), timed from the PVC's create
@@ -21,6 +22,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -39,7 +41,7 @@ var pvcSize string
 
 func main() {
 	kubeconfig := flag.String("kubeconfig", "", "admin kubeconfig")
-	nodeName := flag.String("node", "", "node to run the pods on")
+	nodeName := flag.String("node", "", "node to run the pods on (a comma-separated list: in turn)")
 	ns := flag.String("ns", "bench-pods", "namespace (created if missing)")
 	image := flag.String("image", "localhost/busybox:e2e", "image already on the node")
 	n := flag.Int("n", 30, "number of pods")
@@ -94,9 +96,10 @@ func main() {
 	}
 }
 
-// startPods creates n pods named PREFIX-i on node back to back and returns,
+// startPods creates n pods named PREFIX-i on the nodes back to back and returns,
 // per pod, the time from its create request to a watch seeing it running.
-func startPods(ctx context.Context, cs kubernetes.Interface, ns, node, image, prefix string, n int, timeout time.Duration) ([]time.Duration, error) {
+func startPods(ctx context.Context, cs kubernetes.Interface, ns, nodeList, image, prefix string, n int, timeout time.Duration) ([]time.Duration, error) {
+	nodes := strings.Split(nodeList, ",")
 	w, err := cs.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{LabelSelector: "bench=" + prefix})
 	if err != nil {
 		return nil, err
@@ -109,7 +112,7 @@ func startPods(ctx context.Context, cs kubernetes.Interface, ns, node, image, pr
 		pod := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"bench": prefix}},
 			Spec: corev1.PodSpec{
-				NodeSelector:                  map[string]string{"kubernetes.io/hostname": node},
+				NodeSelector:                  map[string]string{"kubernetes.io/hostname": nodes[i%len(nodes)]},
 				TerminationGracePeriodSeconds: &zero,
 				Containers: []corev1.Container{{Name: "main", Image: image, ImagePullPolicy: corev1.PullNever,
 					Command: []string{"sleep", "3600"}}},

@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/cni/announce"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
 )
 
@@ -42,7 +43,7 @@ const clusterPolicySyncTimeout = 20 * time.Second
 // in place: while node-agent restarts, pods keep their isolation and known
 // pods their connectivity; Start rebuilds it whole once the caches are synced.
 type Controller struct {
-	// Socket and StateFile default to SocketPath and <RunDir>/netpol-announced.json.
+	// Socket and StateFile default to announce.SocketPath and <RunDir>/netpol-announced.json.
 	Socket    string
 	StateFile string
 
@@ -78,7 +79,7 @@ func (c *Controller) Name() string { return "network policy" }
 // Init checks what enforcement needs; it changes nothing.
 func (c *Controller) Init(context.Context) error {
 	if c.Socket == "" {
-		c.Socket = SocketPath
+		c.Socket = announce.SocketPath
 	}
 	if c.StateFile == "" {
 		c.StateFile = filepath.Join(config.RunDir, "netpol-announced.json")
@@ -157,7 +158,7 @@ func (c *Controller) Start(context.Context) error {
 	c.done = make(chan struct{})
 	c.factory.Start(ctx.Done())
 	go c.clusterPolicies.Run(ctx.Done())
-	go serveAnnouncements(l, c.program)
+	go announce.Serve(l, c.program)
 	go c.run(ctx)
 	if c.logs, err = OpenLogReader(LogGroupDrop, LogGroupAudit); err != nil {
 		klog.ErrorS(err, "network policy: dropped packets will not be logged")
@@ -238,7 +239,7 @@ func (c *Controller) saveLocked() {
 
 // program records a new pod's address and returns once a table that holds
 // it is loaded: the CNI ADD waits for this.
-func (c *Controller) program(a Attachment) error {
+func (c *Controller) program(a announce.Attachment) error {
 	addr, _ := netip.ParseAddr(a.IP)
 	deadline := time.Now().Add(programTimeout)
 	lister := c.factory.Core().V1().Pods().Lister()

@@ -22,7 +22,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/cni"
-	"github.com/vcluster-standalone/vcluster-standalone/pkg/cni/netpol"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/cni/announce"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
 )
 
@@ -290,7 +290,7 @@ func (r *reconciler) reconcile(ctx context.Context, force bool) error {
 		}
 		conf := cni.NetConf{MTU: c.local.MTU(), Subnet: c.local.PodCIDR.String(), IPAMDir: c.node.IPAMDir()}
 		if c.settings.NetworkPolicy.Enabled {
-			conf.PolicySocket = netpol.SocketPath
+			conf.PolicySocket = announce.SocketPath
 		}
 		if err := write(c.node.CNIConfDir(), conf); err != nil {
 			return err

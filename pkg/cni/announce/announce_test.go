@@ -1,4 +1,4 @@
-package netpol
+package announce
 
 import (
 	"context"
@@ -18,11 +18,11 @@ func TestAnnounceWaitsForTheAnswer(t *testing.T) {
 	}
 	defer l.Close()
 	programmed := make(chan Attachment, 4)
-	go serveAnnouncements(l, func(a Attachment) error {
+	go Serve(l, func(a Attachment) error {
 		if a.Name == "unknown" {
 			return errors.New("pod x/unknown is not known to node-agent yet; it stays isolated")
 		}
-		time.Sleep(100 * time.Millisecond) // programming takes a while: Announce must wait
+		time.Sleep(100 * time.Millisecond) // programming takes a while: Send must wait
 		programmed <- a
 		return nil
 	})
@@ -30,7 +30,7 @@ func TestAnnounceWaitsForTheAnswer(t *testing.T) {
 	defer cancel()
 
 	want := Attachment{Namespace: "x", Name: "a", UID: "uid-1", IP: "10.244.1.5"}
-	if err := Announce(ctx, socket, want); err != nil {
+	if err := Send(ctx, socket, want); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -39,16 +39,16 @@ func TestAnnounceWaitsForTheAnswer(t *testing.T) {
 			t.Fatalf("programmed %+v, want %+v", got, want)
 		}
 	default:
-		t.Fatal("Announce returned before the pod was programmed")
+		t.Fatal("Send returned before the pod was programmed")
 	}
 
-	if err := Announce(ctx, socket, Attachment{Namespace: "x", Name: "unknown", UID: "uid-2", IP: "10.244.1.6"}); err == nil || !strings.Contains(err.Error(), "stays isolated") {
+	if err := Send(ctx, socket, Attachment{Namespace: "x", Name: "unknown", UID: "uid-2", IP: "10.244.1.6"}); err == nil || !strings.Contains(err.Error(), "stays isolated") {
 		t.Fatalf("refusal not passed on: %v", err)
 	}
-	if err := Announce(ctx, socket, Attachment{Namespace: "x", Name: "b", UID: "uid-3", IP: "not-an-ip"}); err == nil || !strings.Contains(err.Error(), "needs a uid and an IP address") {
+	if err := Send(ctx, socket, Attachment{Namespace: "x", Name: "b", UID: "uid-3", IP: "not-an-ip"}); err == nil || !strings.Contains(err.Error(), "needs a uid and an IP address") {
 		t.Fatalf("bad announcement accepted: %v", err)
 	}
-	if err := Announce(ctx, filepath.Join(t.TempDir(), "none.sock"), want); err == nil || !strings.Contains(err.Error(), "failed to reach node-agent") {
+	if err := Send(ctx, filepath.Join(t.TempDir(), "none.sock"), want); err == nil || !strings.Contains(err.Error(), "failed to reach node-agent") {
 		t.Fatalf("missing socket: %v", err)
 	}
 }

@@ -1,4 +1,9 @@
-package netpol
+// Package announce is the CNI plugin's line to node-agent: after ADD gives a
+// pod its address, the plugin announces it and waits until node-agent has
+// programmed the pod's network policies. It is a leaf package (standard
+// library and the UID type only), because the plugin runs as a short-lived
+// process that must start in milliseconds.
+package announce
 
 import (
 	"context"
@@ -28,10 +33,10 @@ type announceReply struct {
 	Error string `json:"error,omitempty"`
 }
 
-// Announce tells node-agent about a pod's address and waits until its
+// Send tells node-agent about a pod's address and waits until its
 // isolation is programmed. Until then the pod's address is unknown to the
 // table, which drops all of its traffic but the node's own (fail closed).
-func Announce(ctx context.Context, socket string, a Attachment) error {
+func Send(ctx context.Context, socket string, a Attachment) error {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", socket)
 	if err != nil {
@@ -54,8 +59,9 @@ func Announce(ctx context.Context, socket string, a Attachment) error {
 	return nil
 }
 
-// serveAnnouncements answers each connection on l with program's result.
-func serveAnnouncements(l net.Listener, program func(Attachment) error) {
+// Serve answers each connection on l with program's result, until l is
+// closed.
+func Serve(l net.Listener, program func(Attachment) error) {
 	for {
 		conn, err := l.Accept()
 		if err != nil {

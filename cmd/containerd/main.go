@@ -1,0 +1,25 @@
+// Command containerd is containerd (with its CRI plugin), from the
+// containerd module go.mod pins, as upstream builds it: node-agent runs it
+// as a child process with the config it writes. A binary of its own, so the
+// daemon carries only containerd's packages and memory, not node-agent's.
+// It also answers the shims' `--address SOCKET publish` callback (containerd
+// passes its own path to them). `make build` embeds it in node-agent, which
+// installs it in its bin dir.
+//
+//	containerd --config /var/lib/node-agent/containerd.toml
+package main
+
+import (
+	"fmt"
+	"os"
+
+	_ "github.com/containerd/containerd/v2/cmd/containerd/builtins"
+	"github.com/containerd/containerd/v2/cmd/containerd/command"
+)
+
+func main() {
+	if err := command.App().Run(os.Args); err != nil {
+		fmt.Fprintf(os.Stderr, "containerd: %s\n", err)
+		os.Exit(1)
+	}
+}
