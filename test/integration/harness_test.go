@@ -169,15 +169,21 @@ func (cp *controlPlane) logTail() string {
 
 func (cp *controlPlane) client() *kubernetes.Clientset {
 	cp.t.Helper()
-	cfg, err := clientcmd.BuildConfigFromFlags("", cp.kubeconfig)
-	if err != nil {
-		cp.t.Fatal(err)
-	}
-	client, err := kubernetes.NewForConfig(cfg)
+	client, err := kubeconfigClient(cp.kubeconfig)
 	if err != nil {
 		cp.t.Fatal(err)
 	}
 	return client
+}
+
+// kubeconfigClient is a client from the kubeconfig file, read anew (so a
+// test sees what a fresh kubectl call would).
+func kubeconfigClient(kubeconfig string) (*kubernetes.Clientset, error) {
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	return kubernetes.NewForConfig(cfg)
 }
 
 // run executes the binary with the config file found through the

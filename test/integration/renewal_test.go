@@ -20,8 +20,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 	certutil "k8s.io/client-go/util/cert"
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
@@ -199,11 +197,7 @@ func TestLiveCertificateRenewal(t *testing.T) {
 // userRequest lists Namespaces and writes a ConfigMap with a client read
 // from the kubeconfig file.
 func userRequest(ctx context.Context, kubeconfig string, i int) error {
-	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		return err
-	}
-	client, err := kubernetes.NewForConfig(cfg)
+	client, err := kubeconfigClient(kubeconfig)
 	if err != nil {
 		return err
 	}

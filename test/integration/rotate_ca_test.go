@@ -215,11 +215,7 @@ func servedChain(t *testing.T, port int) []*x509.Certificate {
 }
 
 func listWithKubeconfig(ctx context.Context, kubeconfig string) error {
-	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		return err
-	}
-	client, err := kubernetes.NewForConfig(cfg)
+	client, err := kubeconfigClient(kubeconfig)
 	if err != nil {
 		return err
 	}
