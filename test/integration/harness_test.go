@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -262,4 +263,39 @@ func mustPoll(t *testing.T, timeout time.Duration, what string, f func(ctx conte
 		time.Sleep(200 * time.Millisecond)
 	}
 	t.Fatalf("%s: %v", what, last)
+}
+
+// requestLoop sends a request every 100 ms until its context ends, counting
+// the ones that failed (a request cut short by the context's end is not
+// counted).
+type requestLoop struct {
+	requests, failures atomic.Int64
+	firstFailure       atomic.Value
+	done               chan struct{}
+}
+
+func startRequestLoop(ctx context.Context, request func(i int) error) *requestLoop {
+	l := &requestLoop{done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		for i := 0; ctx.Err() == nil; i++ {
+			err := request(i)
+			if ctx.Err() != nil {
+				return
+			}
+			l.requests.Add(1)
+			if err != nil {
+				l.failures.Add(1)
+				l.firstFailure.CompareAndSwap(nil, err.Error())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	return l
+}
+
+// wait returns the counts once the loop has ended (after its context did).
+func (l *requestLoop) wait() (requests, failures int64, firstFailure any) {
+	<-l.done
+	return l.requests.Load(), l.failures.Load(), l.firstFailure.Load()
 }

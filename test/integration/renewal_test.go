@@ -12,7 +12,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -67,25 +66,7 @@ func TestLiveCertificateRenewal(t *testing.T) {
 	}()
 	// A user's requests: each with a client read anew from the admin
 	// kubeconfig, as every kubectl call does (it is rewritten on renewal).
-	var requests, failures atomic.Int64
-	var firstFailure atomic.Value
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := 0; ctx.Err() == nil; i++ {
-			err := userRequest(ctx, cp.kubeconfig, i)
-			if ctx.Err() != nil {
-				return
-			}
-			requests.Add(1)
-			if err != nil {
-				failures.Add(1)
-				firstFailure.CompareAndSwap(nil, err.Error())
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}()
+	loop := startRequestLoop(ctx, func(i int) error { return userRequest(ctx, cp.kubeconfig, i) })
 
 	pkiDir := filepath.Join(cp.dataDir, "pki")
 	endpoints := servingEndpoints(t, pkiDir, ports)
@@ -159,7 +140,7 @@ func TestLiveCertificateRenewal(t *testing.T) {
 		t.Errorf("certs check does not show the apiserver's renewed expiry %s:\n%s%s", after, out, stderr)
 	}
 	cancel()
-	wg.Wait()
+	requests, failures, firstFailure := loop.wait()
 	select {
 	case msg := <-watchErr:
 		t.Errorf("%s", msg)
@@ -173,8 +154,8 @@ func TestLiveCertificateRenewal(t *testing.T) {
 		t.Fatalf("the control plane exited: %v", cp.exitErr)
 	default:
 	}
-	if failures.Load() > 0 || requests.Load() < 100 {
-		t.Errorf("%d of %d requests failed (first: %v)", failures.Load(), requests.Load(), firstFailure.Load())
+	if failures > 0 || requests < 100 {
+		t.Errorf("%d of %d requests failed (first: %v)", failures, requests, firstFailure)
 	}
 	if watched.Load() == 0 {
 		t.Error("the watch opened before the renewals saw none of the loop's ConfigMaps")
@@ -190,7 +171,7 @@ func TestLiveCertificateRenewal(t *testing.T) {
 	sorted := append([]time.Duration{}, cycles...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
 	t.Logf("renewal cycles: %v (median %v from the apiserver .crt replaced to every server serving its new certificate); %d requests, %d watch events",
-		cycles, sorted[len(sorted)/2], requests.Load(), watched.Load())
+		cycles, sorted[len(sorted)/2], requests, watched.Load())
 	cp.stop()
 }
 

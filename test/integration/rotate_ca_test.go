@@ -14,8 +14,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -60,25 +58,7 @@ func TestRotateCA(t *testing.T) {
 	}
 	oldClient := kubernetes.NewForConfigOrDie(before)
 
-	var requests, failures atomic.Int64
-	var firstFailure atomic.Value
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := 0; ctx.Err() == nil; i++ {
-			err := listWithKubeconfig(ctx, cp.kubeconfig)
-			if ctx.Err() != nil {
-				return
-			}
-			requests.Add(1)
-			if err != nil {
-				failures.Add(1)
-				firstFailure.CompareAndSwap(nil, err.Error())
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}()
+	loop := startRequestLoop(ctx, func(int) error { return listWithKubeconfig(ctx, cp.kubeconfig) })
 
 	// Bad input before anything started.
 	if _, stderr, err := cp.run("certs", "rotate-ca", "--finish"); err == nil || !strings.Contains(stderr, "no rotation of the cluster CA is under way") || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
@@ -184,13 +164,13 @@ func TestRotateCA(t *testing.T) {
 		t.Error("a client with a certificate of the retired CA is still accepted")
 	}
 	cancel()
-	wg.Wait()
+	requests, failures, firstFailure := loop.wait()
 	if cp.cmd.Process.Pid != pid {
 		t.Error("the control plane process changed")
 	}
-	t.Logf("%d requests during the rotation, %d failed", requests.Load(), failures.Load())
-	if failures.Load() > 0 {
-		t.Errorf("%d of %d requests failed during the rotation; first: %v", failures.Load(), requests.Load(), firstFailure.Load())
+	t.Logf("%d requests during the rotation, %d failed", requests, failures)
+	if failures > 0 {
+		t.Errorf("%d of %d requests failed during the rotation; first: %v", failures, requests, firstFailure)
 	}
 }
 
