@@ -170,6 +170,21 @@ func ptr[T any](v T) *T { return &v }
 // own client certificate.
 func readEtcdKey(t *testing.T, cp *controlPlane, key string) string {
 	t.Helper()
+	client := etcdClient(t, cp)
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := client.Get(ctx, key)
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("etcd get %s: %v", key, err)
+	}
+	return string(resp.Kvs[0].Value)
+}
+
+// etcdClient connects to the control plane's etcd with the apiserver's own
+// client certificate.
+func etcdClient(t *testing.T, cp *controlPlane) *clientv3.Client {
+	t.Helper()
 	var cfg struct {
 		Ports struct {
 			EtcdClient int `json:"etcdClient"`
@@ -192,14 +207,7 @@ func readEtcdKey(t *testing.T, cp *controlPlane, key string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer client.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	resp, err := client.Get(ctx, key)
-	if err != nil || len(resp.Kvs) != 1 {
-		t.Fatalf("etcd get %s: %v", key, err)
-	}
-	return string(resp.Kvs[0].Value)
+	return client
 }
 
 // fileDigests maps every file below dir to its content hash and mtime.

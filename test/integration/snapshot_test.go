@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -25,9 +26,7 @@ func TestSnapshotScheduleSaveRestore(t *testing.T) {
 	snapDir := filepath.Join(cp.dir, "snapshots")
 	// A small quota, so the test can fill it; defragment at any free space.
 	appendFile(t, cp.configFile, fmt.Sprintf("etcd:\n  quotaBackendBytes: %d\n  defrag: {threshold: 1}\n  snapshots:\n    interval: 10s\n    retention: 2\n    dir: %s\n", 64<<20, snapDir))
-	begin := time.Now()
 	cp.start()
-	ready := time.Now()
 	cs := cp.client()
 	ctx := context.Background()
 	if _, err := cs.CoreV1().ConfigMaps("default").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "kept"}, Data: map[string]string{"k": "v"}}, metav1.CreateOptions{}); err != nil {
@@ -38,6 +37,17 @@ func TestSnapshotScheduleSaveRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Free space in etcd's file, made certain (a fresh database may have
+	// none): big objects deleted and their revisions compacted. The next
+	// start defragments.
+	fragmentEtcd(t, cp)
+	cp.stop()
+	if err := os.RemoveAll(snapDir); err != nil {
+		t.Fatal(err)
+	}
+	begin := time.Now()
+	cp.start()
+	ready := time.Now()
 	mustPoll(t, 20*time.Second, "defragmentation at start", func(context.Context) error {
 		if log, _ := os.ReadFile(cp.logPath); !strings.Contains(string(log), "etcd defragmented: ") {
 			return fmt.Errorf("no \"etcd defragmented\" in the log")
@@ -163,6 +173,35 @@ func TestSnapshotScheduleSaveRestore(t *testing.T) {
 	}
 	if out, _, err := cp.run("status"); err == nil || !strings.Contains(out, "etcd alarms: NOSPACE") {
 		t.Errorf("status with etcd full: %v\n%s", err, out)
+	}
+}
+
+// fragmentEtcd leaves several MiB free inside etcd's database file: big
+// ConfigMaps created and deleted, then every old revision compacted away.
+func fragmentEtcd(t *testing.T, cp *controlPlane) {
+	t.Helper()
+	ctx := context.Background()
+	cs := cp.client()
+	big := strings.Repeat("x", 900<<10)
+	for i := 0; i < 5; i++ {
+		name := fmt.Sprintf("churn-%d", i)
+		if _, err := cs.CoreV1().ConfigMaps("default").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}, Data: map[string]string{"x": big}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := cs.CoreV1().ConfigMaps("default").Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	client := etcdClient(t, cp)
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	resp, err := client.Get(ctx, "compact-marker")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Compact(ctx, resp.Header.Revision, clientv3.WithCompactPhysical()); err != nil {
+		t.Fatalf("etcd compact: %v", err)
 	}
 }
 
