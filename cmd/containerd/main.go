@@ -1,5 +1,5 @@
 // Command containerd is containerd (with its CRI plugin), from the
-// containerd module go.mod pins, as upstream builds it: node-agent runs it
+// containerd module go.mod pins, with the plugins of plugins.go: node-agent runs it
 // as a child process with the config it writes. A binary of its own, so the
 // daemon carries only containerd's packages and memory, not node-agent's.
 // It also answers the shims' `--address SOCKET publish` callback (containerd
@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"os"
 
-	_ "github.com/containerd/containerd/v2/cmd/containerd/builtins"
 	"github.com/containerd/containerd/v2/cmd/containerd/command"
 )
 

@@ -12,12 +12,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/cni"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/procmem"
 )
 
 // The programs node-agent installs in its bin dir, by the names containerd
@@ -103,7 +101,8 @@ func installBinaries(binDir string, src fs.FS) error {
 		wrote = true
 	}
 	if wrote {
-		releaseExecutablePages()
+		// The embedded copies (~70 MB) were read: not node-agent's RSS for good.
+		procmem.ReleaseExecutablePages()
 	}
 	return nil
 }
@@ -141,43 +140,6 @@ func installFrom(src fs.FS, name, path string) error {
 		return fmt.Errorf("failed to install %s: %w", name, err)
 	}
 	return nil
-}
-
-// releaseExecutablePages drops node-agent's page mappings of its own
-// read-only data once the embedded programs (~70 MB of it) are written:
-// otherwise those pages stay counted in node-agent's RSS for good. Only
-// mappings of the executable that are read-only and hold no page of their
-// own (no copy-on-write "Anonymous" page, e.g. after relocation) are
-// dropped: their pages are the file's, and what is used again faults in
-// from it. Writable and executable mappings are left alone.
-func releaseExecutablePages() {
-	exe, err := os.Readlink("/proc/self/exe")
-	if err != nil {
-		return
-	}
-	smaps, err := os.ReadFile("/proc/self/smaps")
-	if err != nil {
-		return
-	}
-	var start, end uint64
-	candidate := false
-	for _, line := range strings.Split(string(smaps), "\n") {
-		f := strings.Fields(line)
-		switch {
-		case len(f) >= 5 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":"):
-			// a mapping's header: start-end perms offset dev inode [path]
-			lo, hi, _ := strings.Cut(f[0], "-")
-			s, err1 := strconv.ParseUint(lo, 16, 64)
-			e, err2 := strconv.ParseUint(hi, 16, 64)
-			candidate = len(f) >= 6 && f[1] == "r--p" && f[5] == exe && err1 == nil && err2 == nil && e > s
-			start, end = s, e
-		case candidate && len(f) >= 2 && f[0] == "Anonymous:":
-			if f[1] == "0" {
-				_, _, _ = unix.Syscall(unix.SYS_MADVISE, uintptr(start), uintptr(end-start), unix.MADV_DONTNEED)
-			}
-			candidate = false
-		}
-	}
 }
 
 // fileSum is the hex SHA-256 of the regular file at path ("" if there is none).

@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -88,38 +87,5 @@ func TestInstallBinariesNeedsABuiltNodeAgent(t *testing.T) {
 	delete(src, sumsFile)
 	if err := installBinaries(t.TempDir(), src); err == nil || !strings.Contains(err.Error(), "built without "+sumsFile) {
 		t.Fatalf("missing sums: %v", err)
-	}
-}
-
-// exeReadOnlyRSS is the resident KiB of the read-only mappings of this test binary.
-func exeReadOnlyRSS(t *testing.T) int {
-	exe, _ := os.Readlink("/proc/self/exe")
-	smaps, err := os.ReadFile("/proc/self/smaps")
-	if err != nil {
-		t.Skip("no /proc/self/smaps")
-	}
-	kib, in := 0, false
-	for _, line := range strings.Split(string(smaps), "\n") {
-		f := strings.Fields(line)
-		if len(f) >= 5 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":") {
-			in = len(f) >= 6 && f[1] == "r--p" && f[5] == exe
-		} else if in && len(f) >= 2 && f[0] == "Rss:" {
-			n, _ := strconv.Atoi(f[1])
-			kib += n
-		}
-	}
-	return kib
-}
-
-func TestReleaseExecutablePagesDropsReadOnlyData(t *testing.T) {
-	before := exeReadOnlyRSS(t)
-	releaseExecutablePages()
-	after := exeReadOnlyRSS(t)
-	if before == 0 || after >= before {
-		t.Fatalf("resident read-only data of the executable: %d KiB before, %d KiB after the release", before, after)
-	}
-	// What reads that data again (type data, strings) faults it back in and works.
-	if err := installBinaries(t.TempDir(), binariesFS("after-release")); err != nil {
-		t.Fatal(err)
 	}
 }

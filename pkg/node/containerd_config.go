@@ -21,27 +21,10 @@ type containerdConfig struct {
 	RestrictOOMScoreAdj bool
 }
 
-// Plugins containerd would load that a Kubernetes node never uses: fewer
-// plugins start faster and hold less memory.
-var disabledContainerdPlugins = []string{
-	"io.containerd.snapshotter.v1.btrfs",
-	"io.containerd.snapshotter.v1.zfs",
-	"io.containerd.snapshotter.v1.devmapper",
-	"io.containerd.snapshotter.v1.blockfile",
-	"io.containerd.snapshotter.v1.erofs",
-	"io.containerd.differ.v1.erofs",
-	"io.containerd.mount-handler.v1.erofs",
-	"io.containerd.tracing.processor.v1.otlp",
-	"io.containerd.internal.v1.tracing",
-	"io.containerd.nri.v1.nri",
-	"io.containerd.internal.v1.opt", // would create /opt/containerd
-}
-
 var containerdTemplate = template.Must(template.New("containerd").Funcs(template.FuncMap{"q": strconv.Quote}).Parse(`# Written by node-agent at every start; edits are overwritten.
 version = 3
 root = {{q .Root}}
 state = {{q .State}}
-disabled_plugins = [{{range $i, $p := .Disabled}}{{if $i}}, {{end}}{{q $p}}{{end}}]
 
 [grpc]
   address = {{q .Socket}}
@@ -83,9 +66,8 @@ func renderContainerdConfig(c containerdConfig) ([]byte, error) {
 	var buf bytes.Buffer
 	err := containerdTemplate.Execute(&buf, struct {
 		containerdConfig
-		Disabled           []string
 		ShimPath, RuncPath string
-	}{c, disabledContainerdPlugins, filepath.Join(c.BinDir, ShimName), filepath.Join(c.BinDir, RuncName)})
+	}{c, filepath.Join(c.BinDir, ShimName), filepath.Join(c.BinDir, RuncName)})
 	if err != nil {
 		return nil, fmt.Errorf("failed to render containerd config: %w", err)
 	}

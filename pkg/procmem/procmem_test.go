@@ -1,0 +1,48 @@
+package procmem
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"testing"
+)
+
+func TestReleaseExecutablePagesDropsCodeAndReadOnlyData(t *testing.T) {
+	before := ExecutableRSS()
+	released := ReleaseExecutablePages()
+	after := ExecutableRSS()
+	if before == 0 || released == 0 || after >= before {
+		t.Fatalf("resident pages of the executable: %d KiB before, %d KiB after the release (%d KiB released)", before, after, released)
+	}
+	// Code and data used again fault back in and work.
+	data, err := json.Marshal(map[string]any{"sum": sha256.Sum256([]byte("after the release"))})
+	if err != nil || len(data) == 0 {
+		t.Fatalf("json after the release: %v", err)
+	}
+	if again := ExecutableRSS(); again <= after {
+		t.Errorf("no page faulted back in after running code: %d KiB, %d KiB after the release", again, after)
+	}
+}
+
+func TestExecutableMappingsKeepsOnlyTheFilesNonWritableMappings(t *testing.T) {
+	smaps := `00400000-00500000 r-xp 00000000 08:01 12 /usr/bin/prog
+Rss:                 800 kB
+Anonymous:             0 kB
+00500000-00600000 r--p 00100000 08:01 12 /usr/bin/prog
+Rss:                 400 kB
+Anonymous:             4 kB
+00600000-00610000 rw-p 00200000 08:01 12 /usr/bin/prog
+Rss:                  64 kB
+Anonymous:            64 kB
+7f0000000000-7f0000100000 r--p 00000000 08:01 13 /usr/lib/other.so
+Rss:                 100 kB
+Anonymous:             0 kB
+7f0000200000-7f0000300000 rw-p 00000000 00:00 0
+Rss:                1000 kB
+Anonymous:          1000 kB
+`
+	got := executableMappings(smaps, "/usr/bin/prog")
+	want := []mapping{{start: 0x400000, end: 0x500000, rssKiB: 800}, {start: 0x500000, end: 0x600000, rssKiB: 400, anonymousKiB: 4}}
+	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
+		t.Fatalf("executableMappings = %+v, want %+v", got, want)
+	}
+}
