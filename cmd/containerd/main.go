@@ -10,13 +10,21 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/containerd/containerd/v2/cmd/containerd/command"
+
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/procmem"
 )
 
+// A pod burst's heap is given back within idleHeapCheck once it is over.
+const idleHeapCheck = 30 * time.Second
+
 func main() {
+	go procmem.ReturnIdleHeap(context.Background(), idleHeapCheck, 8<<20)
 	if err := command.App().Run(os.Args); err != nil {
 		fmt.Fprintf(os.Stderr, "containerd: %s\n", err)
 		os.Exit(1)

@@ -8,11 +8,14 @@
 package procmem
 
 import (
+	"context"
 	"os"
 	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -107,4 +110,52 @@ func ReturnFreedHeap() (mib uint64) {
 		return (after.HeapReleased - before.HeapReleased) >> 20
 	}
 	return 0
+}
+
+// ReturnIdleHeap returns the heap that is not live to the OS every interval
+// while more than minIdle bytes of it are held, until ctx ends. For a daemon
+// whose heap spikes in bursts (containerd during a pod burst): the runtime
+// keeps up to about twice the live heap, and an idle process collects its
+// garbage only every two minutes, so a node would otherwise carry much of
+// the last burst's peak. Between bursts it costs a reading of runtime
+// metrics per interval.
+func ReturnIdleHeap(ctx context.Context, interval time.Duration, minIdle uint64) {
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+		if idleHeap() > minIdle {
+			debug.FreeOSMemory()
+		}
+	}
+}
+
+// idleHeap is the heap memory held (objects, free and unused spans, not yet
+// returned) beyond what was live at the last collection.
+func idleHeap() uint64 {
+	s := []metrics.Sample{
+		{Name: "/memory/classes/heap/objects:bytes"},
+		{Name: "/memory/classes/heap/free:bytes"},
+		{Name: "/memory/classes/heap/unused:bytes"},
+		{Name: "/gc/heap/live:bytes"},
+	}
+	metrics.Read(s)
+	var held uint64
+	for _, v := range s[:3] {
+		if v.Value.Kind() == metrics.KindUint64 {
+			held += v.Value.Uint64()
+		}
+	}
+	live := uint64(0)
+	if s[3].Value.Kind() == metrics.KindUint64 {
+		live = s[3].Value.Uint64()
+	}
+	if held < live {
+		return 0
+	}
+	return held - live
 }

@@ -1,9 +1,13 @@
 package procmem
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"runtime"
+	"runtime/metrics"
 	"testing"
+	"time"
 )
 
 func TestReleaseExecutablePagesDropsCodeAndReadOnlyData(t *testing.T) {
@@ -45,4 +49,49 @@ Anonymous:          1000 kB
 	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
 		t.Fatalf("executableMappings = %+v, want %+v", got, want)
 	}
+}
+
+func TestReturnIdleHeapGivesBackABurstsHeap(t *testing.T) {
+	forced := func() uint64 {
+		s := []metrics.Sample{{Name: "/gc/cycles/forced:gc-cycles"}}
+		metrics.Read(s)
+		return s[0].Value.Uint64()
+	}
+	run := func(minIdle uint64) {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { ReturnIdleHeap(ctx, 5*time.Millisecond, minIdle); close(done) }()
+		time.Sleep(100 * time.Millisecond)
+		cancel()
+		<-done
+	}
+
+	burst(64)
+	if idle := idleHeap(); idle < 16<<20 {
+		t.Fatalf("after a 64 MiB burst the heap holds only %d bytes beyond the live heap", idle)
+	}
+	before := forced()
+	run(1 << 40) // a threshold the burst does not reach: nothing returned
+	if forced() != before {
+		t.Fatalf("returned the heap below its threshold")
+	}
+	run(8 << 20)
+	if forced() == before {
+		t.Fatalf("the burst's heap was not returned")
+	}
+	if idle := idleHeap(); idle > 8<<20 {
+		t.Fatalf("%d bytes beyond the live heap still held after the return", idle)
+	}
+}
+
+var sink [][]byte
+
+// burst allocates mib MiB and drops it, uncollected.
+func burst(mib int) {
+	runtime.GC()
+	sink = make([][]byte, mib)
+	for i := range sink {
+		sink[i] = make([]byte, 1<<20)
+	}
+	sink = nil
 }
