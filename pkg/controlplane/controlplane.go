@@ -23,7 +23,6 @@ import (
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/fsutil"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/joinserver"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
-	"github.com/vcluster-standalone/vcluster-standalone/pkg/procmem"
 )
 
 // Options are what Run needs besides the configuration.
@@ -110,7 +109,6 @@ func Run(ctx context.Context, o Options) error {
 	}
 	fmt.Fprintf(progress, "control plane ready in %.1fs; admin kubeconfig: %s\n", time.Since(begin).Seconds(), c.AdminKubeconfig)
 	notify("READY=1")
-	fmt.Fprintf(progress, "returned %d MiB of freed start-up heap to the OS\n", procmem.ReturnFreedHeap())
 
 	select {
 	case <-ctx.Done():

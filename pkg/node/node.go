@@ -21,7 +21,6 @@ import (
 	csinode "github.com/vcluster-standalone/vcluster-standalone/pkg/csi/node"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/fsutil"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/pki"
-	"github.com/vcluster-standalone/vcluster-standalone/pkg/procmem"
 )
 
 // Options are what `node-agent run` passes in.
@@ -74,8 +73,6 @@ func Run(ctx context.Context, o Options) error {
 	}
 	fmt.Fprintf(o.Progress, "node-agent running: node %s Ready %.1fs after start\n", o.Node.NodeName, time.Since(begin).Seconds())
 	o.Notify("READY=1")
-	fmt.Fprintf(o.Progress, "returned %d MiB of freed start-up heap to the OS\n", procmem.ReturnFreedHeap())
-	go procmem.ReturnIdleHeap(ctx, 30*time.Second, 16<<20)
 	var runErr error
 	select {
 	case <-ctx.Done():

@@ -1,16 +1,13 @@
-// Package procmem gives back the resident pages of a process's own
-// executable that its start touched and its steady state rarely reads again:
-// package initialisation, flag and config parsing, API registration run
-// through most of a large Go binary's code and read-only data once. Those
-// pages are the file's (clean, in the page cache), yet they stay counted in
-// the process's RSS for as long as it runs unless it drops its mappings of
-// them. What is used again faults back in from the page cache.
+// Package procmem gives memory a long-running process no longer uses back
+// to the OS: the pages of its own executable it read once (node-agent's
+// embedded programs, written to disk at start), and the heap a burst of work
+// left behind (containerd after a pod burst). Both stay counted in the
+// process's RSS otherwise; what is used again faults back in.
 package procmem
 
 import (
 	"context"
 	"os"
-	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
 	"strconv"
@@ -93,23 +90,6 @@ func executableMappings(smaps, exe string) []mapping {
 		}
 	}
 	return out
-}
-
-// ReturnFreedHeap gives back to the OS the heap a long-running process's
-// start allocated and freed (one forced collection; the runtime would return
-// it only over minutes), and returns how many MiB that was. Called once, when
-// the process is ready. The executable's pages are left alone: a busy
-// process faults nearly all of them back within seconds (measured on the
-// control plane: 139 MiB released, 124 MiB back 2 s later).
-func ReturnFreedHeap() (mib uint64) {
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	debug.FreeOSMemory()
-	runtime.ReadMemStats(&after)
-	if after.HeapReleased > before.HeapReleased {
-		return (after.HeapReleased - before.HeapReleased) >> 20
-	}
-	return 0
 }
 
 // ReturnIdleHeap returns the heap that is not live to the OS every interval
