@@ -23,15 +23,7 @@ import (
 // its own (an "Anonymous" copy-on-write page, e.g. after a relocation) is
 // left alone, as are writable mappings: dropping those would lose data.
 func ReleaseExecutablePages() (releasedKiB int) {
-	exe, err := os.Readlink("/proc/self/exe")
-	if err != nil {
-		return 0
-	}
-	smaps, err := os.ReadFile("/proc/self/smaps")
-	if err != nil {
-		return 0
-	}
-	for _, m := range executableMappings(string(smaps), exe) {
+	for _, m := range ownMappings() {
 		if m.anonymousKiB != 0 {
 			continue
 		}
@@ -45,18 +37,24 @@ func ReleaseExecutablePages() (releasedKiB int) {
 // ExecutableRSS is the KiB of this process's executable that are resident
 // in its non-writable mappings.
 func ExecutableRSS() (kib int) {
-	exe, err := os.Readlink("/proc/self/exe")
-	if err != nil {
-		return 0
-	}
-	smaps, err := os.ReadFile("/proc/self/smaps")
-	if err != nil {
-		return 0
-	}
-	for _, m := range executableMappings(string(smaps), exe) {
+	for _, m := range ownMappings() {
 		kib += m.rssKiB
 	}
 	return kib
+}
+
+// ownMappings are this process's non-writable mappings of its executable
+// (none if /proc is not there to say).
+func ownMappings() []mapping {
+	exe, err := os.Readlink("/proc/self/exe")
+	if err != nil {
+		return nil
+	}
+	smaps, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		return nil
+	}
+	return executableMappings(string(smaps), exe)
 }
 
 type mapping struct {
