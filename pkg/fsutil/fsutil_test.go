@@ -1,6 +1,8 @@
 package fsutil
 
 import (
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -13,9 +15,9 @@ func TestWriteFileAtomicSyncsDirAfterRename(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "ca.key")
 	var synced []string
-	orig := syncDir
-	t.Cleanup(func() { syncDir = orig })
-	syncDir = func(d string) error {
+	orig := SyncDir
+	t.Cleanup(func() { SyncDir = orig })
+	SyncDir = func(d string) error {
 		if data, err := os.ReadFile(path); err != nil || string(data) != "new" {
 			t.Errorf("directory synced before the rename: %q %v", data, err)
 		}
@@ -54,5 +56,33 @@ func TestWriteIfChangedLeavesSameContentAlone(t *testing.T) {
 	}
 	if data, _ := os.ReadFile(path); string(data) != "b" {
 		t.Fatalf("content = %q, want b", data)
+	}
+}
+
+// TestWriteAtomicFromLeavesNothingOnAFailedStream: a stream that fails part
+// way leaves neither the file nor its temporary copy, and an earlier file
+// stays as it was.
+func TestWriteAtomicFromLeavesNothingOnAFailedStream(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "node-binary")
+	if err := WriteAtomicFrom(path, 0o755, func(w io.Writer) error { _, err := w.Write([]byte("v1")); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(path); err != nil || st.Mode().Perm() != 0o755 {
+		t.Fatalf("written file: %v %v, want mode 0755", err, st)
+	}
+	broken := errors.New("stream cut")
+	err := WriteAtomicFrom(path, 0o755, func(w io.Writer) error {
+		_, _ = w.Write([]byte("half of v2"))
+		return broken
+	})
+	if !errors.Is(err, broken) {
+		t.Fatalf("err = %v, want the stream's error", err)
+	}
+	if data, _ := os.ReadFile(path); string(data) != "v1" {
+		t.Errorf("file after a failed stream holds %q, want v1", data)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Errorf("left %d entries in the directory, want only the file", len(entries))
 	}
 }

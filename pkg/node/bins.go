@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/cni"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/fsutil"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/procmem"
 )
 
@@ -118,24 +119,10 @@ func installFrom(src fs.FS, name, path string) error {
 		return err
 	}
 	defer in.Close()
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+name+".tmp")
-	if err != nil {
-		return fmt.Errorf("failed to install %s: %w", name, err)
-	}
-	defer os.Remove(tmp.Name())
-	_, err = io.Copy(tmp, in)
-	if err == nil {
-		err = tmp.Chmod(0o755)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
+	err = fsutil.WriteAtomicFrom(path, 0o755, func(w io.Writer) error {
+		_, err := io.Copy(w, in)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("failed to install %s: %w", name, err)
 	}

@@ -194,7 +194,7 @@ func swapIn(m *Manifest, staging, files string, now time.Time) (string, error) {
 			return "", fmt.Errorf("failed to put %s in place: %w", cur, err)
 		}
 	}
-	syncDir(m.DataDir)
+	_ = fsutil.SyncDir(m.DataDir)
 	if !used {
 		return "", nil
 	}

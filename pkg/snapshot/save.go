@@ -13,6 +13,8 @@ import (
 	"sort"
 	"time"
 
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/fsutil"
+
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -80,25 +82,12 @@ func Save(ctx context.Context, file string, o SaveOptions) (*Manifest, error) {
 		m.Entries = append(m.Entries, s.entry)
 	}
 
-	out, err := os.CreateTemp(dir, ".snapshot-*.part")
-	if err != nil {
-		return nil, fmt.Errorf("failed to write in %s: %w", dir, err)
-	}
-	defer os.Remove(out.Name())
-	err = writeArchive(out, m, sources, o.Passphrase)
-	if err == nil {
-		err = out.Sync()
-	}
-	if closeErr := out.Close(); err == nil {
-		err = closeErr
-	}
-	if err == nil {
-		err = os.Rename(out.Name(), file)
-	}
+	err = fsutil.WriteAtomicFrom(file, 0o600, func(w io.Writer) error {
+		return writeArchive(w, m, sources, o.Passphrase)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("failed to write snapshot %s: %w", file, err)
 	}
-	syncDir(dir)
 	st, _ := os.Stat(file)
 	encrypted := ""
 	if len(o.Passphrase) > 0 {
@@ -219,13 +208,6 @@ func fileSource(name, path string, mode fs.FileMode) (source, error) {
 		return source{}, err
 	}
 	return source{entry: Entry{Name: name, Mode: mode.Perm(), Size: size, SHA256: sum}, path: path}, nil
-}
-
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
 }
 
 // HumanBytes renders a byte count as B, KiB, MiB or GiB.
