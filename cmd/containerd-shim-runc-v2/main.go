@@ -6,17 +6,81 @@
 // the shim's memory. `make build` embeds it in node-agent, which installs it
 // in its bin dir.
 //
+// One addition to upstream's shim: when node-agent found the kernel unable
+// to run x32 programs, the task service removes the x32 ABI from each new
+// container's seccomp profile before runc compiles it (pkg/seccompabi).
+// node-agent runs `containerd-shim-runc-v2 -probe-x32-abi` to find out.
+//
 //	containerd-shim-runc-v2 -v
 package main
 
 import (
 	"context"
+	"os"
 
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/manager"
-	_ "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/task/plugin"
+	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/task"
 	"github.com/containerd/containerd/v2/pkg/shim"
+	"github.com/containerd/containerd/v2/pkg/shutdown"
+	"github.com/containerd/containerd/v2/plugins"
+	"github.com/containerd/plugin"
+	"github.com/containerd/plugin/registry"
+	"github.com/containerd/ttrpc"
+
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/seccompabi"
 )
 
 func main() {
+	if len(os.Args) == 2 && os.Args[1] == seccompabi.ProbeArg {
+		os.Exit(seccompabi.ProbeMain())
+	}
+	registerTaskService()
 	shim.RunShim(context.Background(), manager.NewShimManager("io.containerd.runc.v2"))
+}
+
+// registerTaskService registers the shim's task service the way upstream's
+// task/plugin package does, wrapped so that Create can edit the bundle.
+func registerTaskService() {
+	registry.Register(&plugin.Registration{
+		Type:     plugins.TTRPCPlugin,
+		ID:       "task",
+		Requires: []plugin.Type{plugins.EventPlugin, plugins.InternalPlugin},
+		InitFn: func(ic *plugin.InitContext) (any, error) {
+			publisher, err := ic.GetByID(plugins.EventPlugin, "publisher")
+			if err != nil {
+				return nil, err
+			}
+			sd, err := ic.GetByID(plugins.InternalPlugin, "shutdown")
+			if err != nil {
+				return nil, err
+			}
+			svc, err := task.NewTaskService(ic.Context, publisher.(shim.Publisher), sd.(shutdown.Service))
+			if err != nil {
+				return nil, err
+			}
+			if !seccompabi.DropX32Enabled() {
+				return svc, nil
+			}
+			return &x32DroppingTasks{svc}, nil
+		},
+	})
+}
+
+// x32DroppingTasks is the task service with DropX32 before each Create.
+type x32DroppingTasks struct {
+	taskAPI.TTRPCTaskService
+}
+
+func (t *x32DroppingTasks) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*taskAPI.CreateTaskResponse, error) {
+	if _, err := seccompabi.DropX32(r.Bundle); err != nil {
+		return nil, err
+	}
+	return t.TTRPCTaskService.Create(ctx, r)
+}
+
+// RegisterTTRPC serves the wrapper, not the service inside it.
+func (t *x32DroppingTasks) RegisterTTRPC(server *ttrpc.Server) error {
+	taskAPI.RegisterTTRPCTaskService(server, t)
+	return nil
 }

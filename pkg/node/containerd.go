@@ -18,6 +18,7 @@ import (
 
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/config"
 	"github.com/vcluster-standalone/vcluster-standalone/pkg/fsutil"
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/seccompabi"
 )
 
 // Containerd runs containerd (with its CRI plugin) as a child process of
@@ -75,7 +76,10 @@ func (c *Containerd) Start(context.Context) error {
 	c.stopPrevious()
 	cmd := exec.Command(filepath.Join(c.node.BinDir(), ContainerdName), "--config", c.ConfigFile())
 	cmd.Stdout, cmd.Stderr = c.logs, c.logs
-	cmd.Env = append(withoutEnv(os.Environ(), "PATH", "NOTIFY_SOCKET"), "PATH="+c.node.BinDir()+":"+os.Getenv("PATH"))
+	cmd.Env = append(withoutEnv(os.Environ(), "PATH", "NOTIFY_SOCKET", seccompabi.EnvDropX32), "PATH="+c.node.BinDir()+":"+os.Getenv("PATH"))
+	if c.dropX32() {
+		cmd.Env = append(cmd.Env, seccompabi.EnvDropX32+"=1")
+	}
 	// If node-agent dies (kill -9), containerd follows; the restarted
 	// node-agent starts a new one that reconnects to the running shims.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
@@ -96,6 +100,18 @@ func (c *Containerd) Start(context.Context) error {
 		c.failed <- fmt.Errorf("containerd exited: %v", err)
 	}()
 	return <-started
+}
+
+// dropX32 reports whether the shims should remove the x32 ABI from seccomp
+// profiles: only when the kernel cannot run x32 at all (pkg/seccompabi).
+// A failed probe keeps the profiles as containerd wrote them.
+func (c *Containerd) dropX32() bool {
+	usable, err := seccompabi.ProbeX32(filepath.Join(c.node.BinDir(), ShimName))
+	if err != nil {
+		fmt.Fprintf(c.logs, "node-agent: seccomp profiles keep x32: %v\n", err)
+		return false
+	}
+	return !usable
 }
 
 func (c *Containerd) pidFile() string { return filepath.Join(config.RunDir, "containerd.pid") }
