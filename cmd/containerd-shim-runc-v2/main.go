@@ -6,10 +6,11 @@
 // the shim's memory. `make build` embeds it in node-agent, which installs it
 // in its bin dir.
 //
-// One addition to upstream's shim: when node-agent found the kernel unable
-// to run x32 programs, the task service removes the x32 ABI from each new
-// container's seccomp profile before runc compiles it (pkg/seccompabi).
-// node-agent runs `containerd-shim-runc-v2 -probe-x32-abi` to find out.
+// One addition to upstream's shim: the task service narrows each new
+// container's seccomp profile to the ABIs it can use before runc compiles it
+// (pkg/seccompabi): no x32 when node-agent found the kernel unable to run
+// x32 programs (it runs `containerd-shim-runc-v2 -probe-x32-abi` to find
+// out), and the native ABI alone for a pod's pause container.
 //
 //	containerd-shim-runc-v2 -v
 package main
@@ -59,28 +60,26 @@ func registerTaskService() {
 			if err != nil {
 				return nil, err
 			}
-			if !seccompabi.DropX32Enabled() {
-				return svc, nil
-			}
-			return &x32DroppingTasks{svc}, nil
+			return &abiTrimmingTasks{svc, seccompabi.DropX32Enabled()}, nil
 		},
 	})
 }
 
-// x32DroppingTasks is the task service with DropX32 before each Create.
-type x32DroppingTasks struct {
+// abiTrimmingTasks is the task service with seccompabi.Trim before each Create.
+type abiTrimmingTasks struct {
 	taskAPI.TTRPCTaskService
+	dropX32 bool
 }
 
-func (t *x32DroppingTasks) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*taskAPI.CreateTaskResponse, error) {
-	if _, err := seccompabi.DropX32(r.Bundle); err != nil {
+func (t *abiTrimmingTasks) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*taskAPI.CreateTaskResponse, error) {
+	if _, err := seccompabi.Trim(r.Bundle, t.dropX32); err != nil {
 		return nil, err
 	}
 	return t.TTRPCTaskService.Create(ctx, r)
 }
 
 // RegisterTTRPC serves the wrapper, not the service inside it.
-func (t *x32DroppingTasks) RegisterTTRPC(server *ttrpc.Server) error {
+func (t *abiTrimmingTasks) RegisterTTRPC(server *ttrpc.Server) error {
 	taskAPI.RegisterTTRPCTaskService(server, t)
 	return nil
 }

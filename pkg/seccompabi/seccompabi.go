@@ -3,7 +3,7 @@
 // three x86 ABIs (x86-64, i386 and x32); runc's libseccomp compiles every
 // rule for each, ~12 ms of CPU per ABI and container on these machines, in
 // every container's start (measured on a lab node: 55 ms per runc run with
-// all three, 41 ms without x32). Most kernels are built without the x32 ABI
+// all three, 41 ms without x32, 29 ms with x86-64 alone). Most kernels are built without the x32 ABI
 // (CONFIG_X86_X32_ABI), where no x32 program can even be executed, so its
 // rules allow nothing.
 //
@@ -11,7 +11,9 @@
 // seccomp filter above node-agent may kill the probing thread) and, when x32
 // is unusable, sets EnvDropX32 for containerd, whose shims inherit it; the
 // shim then removes x32 from a bundle's profile before runc reads it
-// (DropX32). A kernel that runs x32 programs keeps the profile as it is.
+// (Trim). A kernel that runs x32 programs keeps x32 in the profile. A pod's
+// sandbox, which runs only node-agent's static pause program, keeps the
+// native ABI alone, with or without x32 on the kernel.
 package seccompabi
 
 import (
@@ -22,6 +24,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"syscall"
 )
 
@@ -76,16 +80,29 @@ func ProbeX32(bin string) (usable bool, err error) {
 // DropX32Enabled reports whether node-agent found x32 unusable.
 func DropX32Enabled() bool { return os.Getenv(EnvDropX32) == "1" }
 
-// DropX32 removes the x32 ABI from the seccomp profile in bundle's
-// config.json, leaving everything else as it was. It reports whether the
-// file changed; a spec without seccomp or without x32 is not rewritten.
-func DropX32(bundle string) (bool, error) {
+// nativeArch is the seccomp name of the ABI this binary (and node-agent's
+// pause image, built with it) uses; "" where no trim for sandboxes is known.
+var nativeArch = map[string]string{"amd64": "SCMP_ARCH_X86_64", "arm64": "SCMP_ARCH_AARCH64"}[runtime.GOARCH]
+
+// containerTypeSandbox marks the pause container containerd's CRI creates
+// for each pod; node-agent's pause image is a static native program.
+const (
+	containerTypeKey     = "io.kubernetes.cri.container-type"
+	containerTypeSandbox = "sandbox"
+)
+
+// Trim narrows the ABIs of the seccomp profile in bundle's config.json,
+// leaving everything else as it was: x32 goes when dropX32, and a pod's
+// sandbox keeps only the native ABI (its pause program makes no other
+// system call, so the other rules are compile time spent for nothing). It
+// reports whether the file changed; a spec without seccomp is not rewritten.
+func Trim(bundle string, dropX32 bool) (bool, error) {
 	path := filepath.Join(bundle, "config.json")
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return false, err
 	}
-	if !bytes.Contains(data, []byte(archX32)) {
+	if !bytes.Contains(data, []byte(`"architectures"`)) {
 		return false, nil
 	}
 	// A generic document, numbers kept as written: fields this package does
@@ -99,11 +116,14 @@ func DropX32(bundle string) (bool, error) {
 	linux, _ := spec["linux"].(map[string]any)
 	seccomp, _ := linux["seccomp"].(map[string]any)
 	arches, _ := seccomp["architectures"].([]any)
+	annotations, _ := spec["annotations"].(map[string]any)
+	nativeOnly := nativeArch != "" && annotations[containerTypeKey] == containerTypeSandbox && slices.Contains(arches, any(nativeArch))
 	kept := make([]any, 0, len(arches))
 	for _, a := range arches {
-		if a != archX32 {
-			kept = append(kept, a)
+		if (dropX32 && a == archX32) || (nativeOnly && a != nativeArch) {
+			continue
 		}
+		kept = append(kept, a)
 	}
 	if len(kept) == len(arches) {
 		return false, nil

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -53,11 +54,11 @@ func decode(t *testing.T, data []byte) map[string]any {
 	return doc
 }
 
-func TestDropX32RemovesOnlyX32(t *testing.T) {
+func TestTrimRemovesOnlyX32(t *testing.T) {
 	dir, path := writeBundle(t, bundleSpec)
-	changed, err := DropX32(dir)
+	changed, err := Trim(dir, true)
 	if err != nil || !changed {
-		t.Fatalf("DropX32 = %v, %v; want true, nil", changed, err)
+		t.Fatalf("Trim = %v, %v; want true, nil", changed, err)
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -86,21 +87,23 @@ func TestDropX32RemovesOnlyX32(t *testing.T) {
 		t.Errorf("bundle holds %d files after the rewrite, want config.json only", len(entries))
 	}
 	// A second pass finds nothing to do.
-	if changed, err := DropX32(dir); err != nil || changed {
-		t.Fatalf("second DropX32 = %v, %v; want false, nil", changed, err)
+	if changed, err := Trim(dir, true); err != nil || changed {
+		t.Fatalf("second Trim = %v, %v; want false, nil", changed, err)
 	}
 }
 
-func TestDropX32LeavesOtherSpecsAlone(t *testing.T) {
+func TestTrimLeavesOtherSpecsAlone(t *testing.T) {
 	for name, spec := range map[string]string{
 		"no seccomp":         `{"ociVersion":"1.2.1","linux":{"namespaces":[{"type":"pid"}]}}`,
 		"native only":        `{"linux":{"seccomp":{"architectures":["SCMP_ARCH_X86_64"],"syscalls":[]}}}`,
 		"x32 only elsewhere": `{"annotations":{"note":"SCMP_ARCH_X32"},"linux":{"seccomp":{"architectures":["SCMP_ARCH_X86_64"]}}}`,
+		// A sandbox whose profile lacks this machine's ABI is not ours to narrow.
+		"foreign sandbox": `{"annotations":{"io.kubernetes.cri.container-type":"sandbox"},"linux":{"seccomp":{"architectures":["SCMP_ARCH_S390X"]}}}`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			dir, path := writeBundle(t, spec)
-			if changed, err := DropX32(dir); err != nil || changed {
-				t.Fatalf("DropX32 = %v, %v; want false, nil", changed, err)
+			if changed, err := Trim(dir, true); err != nil || changed {
+				t.Fatalf("Trim = %v, %v; want false, nil", changed, err)
 			}
 			if data, _ := os.ReadFile(path); string(data) != spec {
 				t.Fatalf("spec rewritten: %s", data)
@@ -109,17 +112,57 @@ func TestDropX32LeavesOtherSpecsAlone(t *testing.T) {
 	}
 }
 
-func TestDropX32BadSpecIsAnErrorAndUntouched(t *testing.T) {
+// A pod's sandbox runs only the static pause program: the native ABI alone,
+// whatever the kernel; an application container keeps i386 (and x32 unless
+// dropped).
+func TestTrimSandboxKeepsNativeABIOnly(t *testing.T) {
+	if nativeArch == "" {
+		t.Skipf("no native seccomp ABI known for %s", runtime.GOARCH)
+	}
+	all := `["SCMP_ARCH_X86_64","SCMP_ARCH_X86","SCMP_ARCH_X32","SCMP_ARCH_AARCH64","SCMP_ARCH_ARM"]`
+	spec := func(kind string) string {
+		return `{"annotations":{"io.kubernetes.cri.container-type":"` + kind + `"},"linux":{"seccomp":{"defaultAction":"SCMP_ACT_ERRNO","architectures":` + all + `}}}`
+	}
+	for _, c := range []struct {
+		kind    string
+		dropX32 bool
+		want    []any
+	}{
+		{"sandbox", false, []any{nativeArch}},
+		{"sandbox", true, []any{nativeArch}},
+		{"container", false, nil},
+		{"container", true, []any{"SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"}},
+	} {
+		dir, path := writeBundle(t, spec(c.kind))
+		changed, err := Trim(dir, c.dropX32)
+		if err != nil || changed != (c.want != nil) {
+			t.Fatalf("%s, dropX32 %v: Trim = %v, %v; want changed %v", c.kind, c.dropX32, changed, err, c.want != nil)
+		}
+		data, _ := os.ReadFile(path)
+		got := decode(t, data)
+		if c.want == nil {
+			if string(data) != spec(c.kind) {
+				t.Errorf("%s, dropX32 %v: rewritten to %s", c.kind, c.dropX32, data)
+			}
+			continue
+		}
+		if arches := got["linux"].(map[string]any)["seccomp"].(map[string]any)["architectures"]; !reflect.DeepEqual(arches, c.want) {
+			t.Errorf("%s, dropX32 %v: architectures %v, want %v", c.kind, c.dropX32, arches, c.want)
+		}
+	}
+}
+
+func TestTrimBadSpecIsAnErrorAndUntouched(t *testing.T) {
 	spec := `{"linux":{"seccomp":{"architectures":["SCMP_ARCH_X32"`
 	dir, path := writeBundle(t, spec)
-	if _, err := DropX32(dir); err == nil || !strings.Contains(err.Error(), path) {
-		t.Fatalf("DropX32 of a truncated spec: %v; want an error naming %s", err, path)
+	if _, err := Trim(dir, true); err == nil || !strings.Contains(err.Error(), path) {
+		t.Fatalf("Trim of a truncated spec: %v; want an error naming %s", err, path)
 	}
 	if data, _ := os.ReadFile(path); string(data) != spec {
 		t.Fatalf("truncated spec rewritten: %s", data)
 	}
-	if _, err := DropX32(t.TempDir()); !os.IsNotExist(err) {
-		t.Fatalf("DropX32 of a bundle without config.json: %v; want not-exist", err)
+	if _, err := Trim(t.TempDir(), true); !os.IsNotExist(err) {
+		t.Fatalf("Trim of a bundle without config.json: %v; want not-exist", err)
 	}
 }
 

@@ -13,7 +13,8 @@ import (
 // RuntimeDefault confines a pod's container with containerd's profile. On a
 // kernel built without the x32 ABI, the profile runc compiles covers x86-64
 // and i386 only (pkg/seccompabi: x32 rules allow nothing there and cost
-// ~14 ms of CPU per container start); on a kernel with it, all three.
+// ~14 ms of CPU per container start); on a kernel with it, all three. The
+// pod's sandbox (the static pause program) is confined to x86-64 alone.
 func TestRuntimeDefaultSeccomp(t *testing.T) {
 	track(t)
 	cs := clientset(t)
@@ -43,5 +44,12 @@ func TestRuntimeDefaultSeccomp(t *testing.T) {
 		if got := strings.Contains(spec, `"`+arch+`"`); got != want {
 			t.Errorf("the bundle's seccomp profile lists %s: %v, want %v (kernel has the x32 ABI: %v)", arch, got, want, kernelX32)
 		}
+	}
+
+	sandbox := mustInNode(t, podNode, "sh", "-c", `cd /run/node-agent/containerd/io.containerd.runtime.v2.task/k8s.io && `+
+		`for f in */config.json; do grep -q '"io.kubernetes.cri.container-type":"sandbox"' $f && `+
+		`grep -q '"io.kubernetes.cri.sandbox-namespace":"`+ns+`"' $f && grep -o '"architectures":\[[^]]*\]' $f; done; true`)
+	if sandbox != `"architectures":["SCMP_ARCH_X86_64"]` {
+		t.Errorf("the pod sandbox's seccomp ABIs: %q, want x86-64 alone", sandbox)
 	}
 }
