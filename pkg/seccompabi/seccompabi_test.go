@@ -55,7 +55,19 @@ func decode(t *testing.T, data []byte) map[string]any {
 }
 
 func TestTrimRemovesOnlyX32(t *testing.T) {
-	dir, path := writeBundle(t, bundleSpec)
+	// containerd's compact spec (edited in place), and an indented one
+	// (decoded and encoded whole).
+	var indented bytes.Buffer
+	if err := json.Indent(&indented, []byte(bundleSpec), "", "  "); err != nil {
+		t.Fatal(err)
+	}
+	for name, spec := range map[string]string{"compact": bundleSpec, "indented": indented.String()} {
+		t.Run(name, func(t *testing.T) { testTrimRemovesOnlyX32(t, spec) })
+	}
+}
+
+func testTrimRemovesOnlyX32(t *testing.T, spec string) {
+	dir, path := writeBundle(t, spec)
 	changed, err := Trim(dir, true)
 	if err != nil || !changed {
 		t.Fatalf("Trim = %v, %v; want true, nil", changed, err)
@@ -70,10 +82,15 @@ func TestTrimRemovesOnlyX32(t *testing.T) {
 		t.Fatalf("architectures = %v, want %v", arches, want)
 	}
 	// Everything else is exactly what containerd wrote.
-	want := decode(t, []byte(bundleSpec))
+	want := decode(t, []byte(spec))
 	want["linux"].(map[string]any)["seccomp"].(map[string]any)["architectures"] = arches
 	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("spec changed beyond the architectures:\ngot  %s\nwant %s", data, bundleSpec)
+		t.Fatalf("spec changed beyond the architectures:\ngot  %s\nwant %s", data, spec)
+	}
+	// containerd's own layout is edited in place: byte for byte the same
+	// but for the one array element.
+	if spec == bundleSpec && string(data) != strings.Replace(spec, `,"SCMP_ARCH_X32"`, "", 1) {
+		t.Errorf("compact spec not edited in place:\n%s", data)
 	}
 	for _, s := range []string{"18446744073709551615", "9223372036854771712", "<ok>"} {
 		if !strings.Contains(string(data), s) {
