@@ -10,6 +10,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
+// Runs before nodes_last_test.go uninstalls the private nodes.
+//
 // RuntimeDefault confines a pod's container with containerd's profile. On a
 // kernel built without the x32 ABI, the profile runc compiles covers x86-64
 // and i386 only (pkg/seccompabi: x32 rules allow nothing there and cost
