@@ -10,13 +10,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-// Runs before nodes_last_test.go uninstalls the private nodes.
-//
 // RuntimeDefault confines a pod's container with containerd's profile. On a
 // kernel built without the x32 ABI, the profile runc compiles covers x86-64
 // and i386 only (pkg/seccompabi: x32 rules allow nothing there and cost
 // ~14 ms of CPU per container start); on a kernel with it, all three. The
 // pod's sandbox (the static pause program) is confined to x86-64 alone.
+// (In this file so that it runs before nodes_last_test.go uninstalls the
+// private nodes.)
 func TestRuntimeDefaultSeccomp(t *testing.T) {
 	track(t)
 	cs := clientset(t)
