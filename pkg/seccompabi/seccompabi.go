@@ -3,9 +3,9 @@
 // three x86 ABIs (x86-64, i386 and x32); runc's libseccomp compiles every
 // rule for each, ~12 ms of CPU per ABI and container on these machines, in
 // every container's start (measured on a lab node: 55 ms per runc run with
-// all three, 41 ms without x32, 29 ms with x86-64 alone). Most kernels are built without the x32 ABI
-// (CONFIG_X86_X32_ABI), where no x32 program can even be executed, so its
-// rules allow nothing.
+// all three, 41 ms without x32, 29 ms with x86-64 alone). Most kernels are
+// built without the x32 ABI (CONFIG_X86_X32_ABI), where no x32 program can
+// even be executed, so its rules allow nothing.
 //
 // node-agent probes the kernel once (ProbeX32, in a child process, since a
 // seccomp filter above node-agent may kill the probing thread) and, when x32
@@ -14,6 +14,10 @@
 // (Trim). A kernel that runs x32 programs keeps x32 in the profile. A pod's
 // sandbox, which runs only node-agent's static pause program, keeps the
 // native ABI alone, with or without x32 on the kernel.
+//
+// The one visible difference: an x86-64 program that issues an x32-numbered
+// system call under such a profile is killed (SIGSYS, foreign ABI) instead
+// of getting ENOSYS.
 package seccompabi
 
 import (
