@@ -31,6 +31,8 @@ import (
 	"runtime"
 	"slices"
 	"syscall"
+
+	"github.com/vcluster-standalone/vcluster-standalone/pkg/fsutil"
 )
 
 // EnvDropX32 set to "1" in the shim's environment makes DropX32Enabled true.
@@ -143,14 +145,7 @@ func Trim(bundle string, dropX32 bool) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	// The bundle lives on tmpfs and is rebuilt by containerd after a crash:
-	// a rename is enough, no sync.
-	tmp := path + ".seccompabi"
-	if err := os.WriteFile(tmp, out, info.Mode().Perm()); err != nil {
-		return false, err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
+	if err := fsutil.WriteFileAtomic(path, out, info.Mode().Perm()); err != nil {
 		return false, err
 	}
 	return true, nil
