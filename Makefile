@@ -77,8 +77,8 @@ $(CRDS_EMBED)/clusternetworkpolicies.yaml: Makefile
 # pins, embedded in the control plane (pkg/csi/controller/snapshotcrds).
 SNAPSHOT_CRDS := pkg/csi/controller/snapshotcrds
 snapshot-crds:
-	@$(GO) mod download github.com/kubernetes-csi/external-snapshotter/client/v8 && \
-	dir=$$($(GO) list -m -f '{{.Dir}}' github.com/kubernetes-csi/external-snapshotter/client/v8) && test -n "$$dir" && \
+	@dir=$$($(GO) mod download -json github.com/kubernetes-csi/external-snapshotter/client/v8 | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$$/\1/p') && \
+	test -n "$$dir" && \
 	for k in volumesnapshotclasses volumesnapshotcontents volumesnapshots; do \
 		cmp -s $$dir/config/crd/snapshot.storage.k8s.io_$$k.yaml $(SNAPSHOT_CRDS)/$$k.yaml || \
 		install -m 0644 $$dir/config/crd/snapshot.storage.k8s.io_$$k.yaml $(SNAPSHOT_CRDS)/$$k.yaml; done
