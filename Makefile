@@ -65,19 +65,23 @@ $(EMBED)/runc: $(BIN)/runc-$(RUNC_VERSION)/runc
 # The CRDs the control plane installs, copied from their Go modules at build
 # time (gitignored): ClusterNetworkPolicy's standard channel (pkg/controlplane/crds)
 # and the VolumeSnapshot CRDs (pkg/csi/controller/snapshotcrds, below).
+#
+# module_dir,MODULE[@VERSION]: a shell command that downloads the module (at
+# go.mod's version without @VERSION) and prints its directory in the module cache.
+module_dir = $(GO) mod download -json $(1) | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$$/\1/p'
 NETPOL_API_VERSION := v0.3.0
 CRDS_EMBED := pkg/controlplane/crds
 crds: $(CRDS_EMBED)/clusternetworkpolicies.yaml snapshot-crds
 
 $(CRDS_EMBED)/clusternetworkpolicies.yaml: Makefile
-	dir=$$($(GO) mod download -json sigs.k8s.io/network-policy-api@$(NETPOL_API_VERSION) | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$$/\1/p') && \
+	dir=$$($(call module_dir,sigs.k8s.io/network-policy-api@$(NETPOL_API_VERSION))) && \
 		test -n "$$dir" && cp "$$dir/config/crd/standard/policy.networking.k8s.io_clusternetworkpolicies.yaml" $@ && chmod 644 $@
 
 # The VolumeSnapshot CRDs of the external-snapshotter client module go.mod
 # pins, embedded in the control plane (pkg/csi/controller/snapshotcrds).
 SNAPSHOT_CRDS := pkg/csi/controller/snapshotcrds
 snapshot-crds:
-	@dir=$$($(GO) mod download -json github.com/kubernetes-csi/external-snapshotter/client/v8 | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$$/\1/p') && \
+	@dir=$$($(call module_dir,github.com/kubernetes-csi/external-snapshotter/client/v8)) && \
 	test -n "$$dir" && \
 	for k in volumesnapshotclasses volumesnapshotcontents volumesnapshots; do \
 		cmp -s $$dir/config/crd/snapshot.storage.k8s.io_$$k.yaml $(SNAPSHOT_CRDS)/$$k.yaml || \
